@@ -1,6 +1,5 @@
 //! What actions answer, in Bytebot's shapes, and our batch result.
 
-use crate::error::ActionError;
 use serde::{Deserialize, Serialize};
 
 /// `screenshot`: `{"image": "<base64 PNG>"}`.

@@ -1,0 +1,67 @@
+//! Token auth on every route: `Authorization: Bearer TOKEN`, or for browsers
+//! (WebSocket, noVNC) a `token` query parameter or `bytebot_token` cookie.
+
+use super::AppState;
+use super::error::ApiError;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
+use subtle::ConstantTimeEq;
+
+/// Middleware: lets the request through only with the right token.
+pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let loopback = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
+    let allowed = (loopback && state.config.allow_loopback_without_token)
+        || presented_token(&req).is_some_and(|t| token_matches(t, &state.token));
+    if !allowed {
+        state.metrics.request(401);
+        return ApiError::unauthorized().into_response();
+    }
+    let response = next.run(req).await;
+    state.metrics.request(response.status().as_u16());
+    response
+}
+
+/// Compares in constant time, so response timing leaks nothing of the token.
+pub fn token_matches(presented: &str, expected: &str) -> bool {
+    !expected.is_empty() && bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
+}
+
+fn presented_token(req: &Request) -> Option<&str> {
+    let headers = req.headers();
+    if let Some(bearer) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+    {
+        return Some(bearer.trim());
+    }
+    if let Some(query) = req.uri().query() {
+        if let Some(t) = query.split('&').find_map(|kv| kv.strip_prefix("token=")) {
+            return Some(t);
+        }
+    }
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix("bytebot_token="))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_matches;
+
+    #[test]
+    fn tokens_must_match_exactly() {
+        assert!(token_matches("abc", "abc"));
+        assert!(!token_matches("abd", "abc"));
+        assert!(!token_matches("ab", "abc"));
+        assert!(!token_matches("", ""));
+    }
+}
