@@ -98,6 +98,12 @@ impl XSession {
     /// Types one character: its key, with Shift around it when needed.
     pub fn type_char(&mut self, ch: char, used: &mut Vec<u8>) -> Result<(), DesktopError> {
         let keysym = char_keysym(ch);
+        // A layout may carry the legacy keysym (Greek_OMEGA); when it doesn't,
+        // remap the Unicode keysym, which every client decodes the same way.
+        let keysym = match self.keymap.find(keysym) {
+            None if u32::from(ch) >= 0x100 => 0x0100_0000 + u32::from(ch),
+            _ => keysym,
+        };
         let pos = self.key_for(keysym, used)?;
         let shift = if pos.shift { Some(self.key_for(SHIFT_L, used)?) } else { None };
         if let Some(s) = shift {

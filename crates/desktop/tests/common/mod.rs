@@ -95,3 +95,87 @@ impl TestDesktop {
         c
     }
 }
+
+/// The independent test X client (`tests/support/xrecorder.py`): a window
+/// with a known pattern that reports every event it receives.
+pub struct Recorder {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+    /// Everything received so far.
+    pub seen: Vec<serde_json::Value>,
+    /// Window position and size on the screen.
+    pub x: i64,
+    /// Top edge.
+    pub y: i64,
+}
+
+impl Recorder {
+    /// Opens the recorder window at (x, y) sized w×h and waits until it shows;
+    /// `None` (after printing why) without python3-xlib.
+    pub fn open(d: &TestDesktop, x: u32, y: u32, w: u32, h: u32) -> Option<Self> {
+        let ok = Command::new("/usr/bin/python3").args(["-c", "import Xlib"]).output().is_ok_and(|o| o.status.success());
+        if !ok {
+            eprintln!("skipping: python3-xlib is not available (apt-get install python3-xlib)");
+            return None;
+        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/xrecorder.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .args([x, y, w, h].map(|v| v.to_string()))
+            .env("DISPLAY", &d.display)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let ready: serde_json::Value = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("recorder window appears");
+        assert_eq!(ready["ready"], true, "{ready}");
+        Some(Self { child, lines: rx, seen: Vec::new(), x: ready["x"].as_i64().unwrap(), y: ready["y"].as_i64().unwrap() })
+    }
+
+    /// Collects events until `done(all seen)` holds or 5 s pass; returns whether it held.
+    pub fn wait_for(&mut self, done: impl Fn(&[serde_json::Value]) -> bool) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !done(&self.seen) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) => self.seen.push(v),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Events of one type seen so far.
+    pub fn of_type(&self, kind: &str) -> Vec<serde_json::Value> {
+        self.seen.iter().filter(|e| e["type"] == kind).cloned().collect()
+    }
+
+    /// The text typed so far (characters of key presses).
+    pub fn text(&self) -> String {
+        self.seen.iter().filter_map(|e| e["char"].as_str()).collect()
+    }
+
+    /// Forgets what was seen.
+    pub fn clear(&mut self) {
+        while self.lines.try_recv().is_ok() {}
+        self.seen.clear();
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
