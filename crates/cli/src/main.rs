@@ -1,1 +1,163 @@
-fn main() {}
+//! `bytebot`: the one binary. Subcommands wire the crates together.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 bad command line or config.
+
+mod config;
+mod token;
+
+use anyhow::{Context, Result};
+use bytebot_desktop::Server;
+use clap::{Args, Parser, Subcommand};
+use config::{Config, LogFormat};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A self-hosted computer-use system: an AI agent operates a real Linux desktop.
+#[derive(Debug, Parser)]
+#[command(name = "bytebot", version, about, after_help = EXAMPLES)]
+struct Cli {
+    /// Config file (TOML). Default: $BYTEBOT_CONFIG, else ./bytebot.toml if present, else built-in defaults.
+    #[arg(long, short, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXAMPLES: &str = "Examples:
+  bytebot up                              start everything on this machine and print the URL and token
+  bytebot desktop --listen 0.0.0.0:9990   serve the desktop API (Bytebot-compatible) on all interfaces
+  bytebot config check -c bytebot.toml    validate a config file and print the result
+Environment: BYTEBOT_TOKEN sets the token; BYTEBOT_<SECTION>_<KEY> overrides any key (e.g. BYTEBOT_DESKTOP_RESOLUTION=1920x1080).";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start everything on one machine with embedded defaults and print where each part listens.
+    Up(DesktopArgs),
+    /// Serve the desktop daemon: Bytebot's POST /computer-use plus the /v1 API.
+    Desktop(DesktopArgs),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+struct DesktopArgs {
+    /// Address to listen on (overrides desktop.listen).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// X display to drive, e.g. :0 (overrides desktop.display and $DISPLAY). Without one, bytebot starts its own Xvfb.
+    #[arg(long, value_name = "DISPLAY")]
+    display: Option<String>,
+    /// Always start our own Xvfb, even when $DISPLAY is set.
+    #[arg(long)]
+    own_display: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the config (file plus environment) and print the effective values.
+    Check,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let config = match load_config(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e:#}");
+            std::process::exit(2);
+        }
+    };
+    init_logs(&config);
+    let result = match cli.command {
+        Command::Config(ConfigCommand::Check) => {
+            println!("config is valid\n{config:#?}");
+            Ok(())
+        }
+        Command::Up(args) => run_desktop(config, args, true),
+        Command::Desktop(args) => run_desktop(config, args, false),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn load_config(flag: Option<&std::path::Path>) -> Result<Config> {
+    let from_env = std::env::var_os("BYTEBOT_CONFIG").map(PathBuf::from);
+    let local = PathBuf::from("bytebot.toml");
+    let path = flag.map(PathBuf::from).or(from_env).or_else(|| local.exists().then_some(local));
+    Config::load(path.as_deref(), std::env::vars())
+}
+
+fn init_logs(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run_desktop(mut config: Config, args: DesktopArgs, up: bool) -> Result<()> {
+    if let Some(listen) = args.listen {
+        config.desktop.listen = listen;
+    }
+    if args.own_display {
+        config.desktop.display = None;
+    } else if let Some(d) = args.display.or_else(|| config.desktop.display.clone()).or_else(|| std::env::var("DISPLAY").ok().filter(|d| !d.is_empty())) {
+        config.desktop.display = Some(d);
+    }
+    let token = token::resolve(&config)?;
+    let workspace = config.workspace();
+    let listen = config.desktop.listen;
+    let vnc = config.desktop.vnc;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (desktop.listen / --listen): is another bytebot running?"))?;
+        let server = tokio::task::spawn_blocking(move || Server::start(config.desktop, token.value.clone(), workspace).map(|s| (s, token)))
+            .await
+            .context("start-up task failed")??;
+        let (server, token) = server;
+        let url = format!("http://{}", listener.local_addr().context("listener has no address")?);
+        print_banner(&url, server.display(), &token, up, vnc);
+        tracing::info!(%url, display = server.display(), "desktop daemon listening");
+        server.serve(listener, shutdown_signal()).await.context("HTTP server failed")?;
+        tracing::info!("shut down cleanly");
+        Ok(())
+    })
+}
+
+fn print_banner(url: &str, display: &str, token: &token::Token, up: bool, vnc: bool) {
+    let title = if up { "bytebot is up" } else { "bytebot desktop is up" };
+    println!("{title}");
+    println!("  desktop API   {url}  (X display {display}; Bytebot-compatible POST {url}/computer-use)");
+    if vnc {
+        println!("  live view     {url}/novnc/?token={}", token.value);
+    }
+    println!("  token         {}  ({})", token.value, token.origin);
+    println!("  try           curl -H 'Authorization: Bearer {}' {url}/v1/screenshot -o shot.png", token.value);
+    println!("Press Ctrl+C to stop.");
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}
