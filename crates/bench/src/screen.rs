@@ -38,7 +38,7 @@ impl Painter {
         let gc = conn.generate_id()?;
         conn.create_gc(gc, window, &CreateGCAux::new().font(font).foreground(0xeceff4).background(0x2e3440))?;
         conn.map_window(window)?;
-        conn.sync()?;
+        conn.get_input_focus()?.reply()?;
         Ok(Self { conn, window, gc })
     }
 
@@ -65,14 +65,14 @@ impl Painter {
         }
         self.conn.change_gc(self.gc, &ChangeGCAux::new().foreground(0xeceff4).background(0x3b4252))?;
         self.conn.image_text8(self.window, self.gc, 12, 20, b"Activities   Terminal   Files   Firefox")?;
-        self.conn.sync()?;
+        self.conn.get_input_focus()?.reply()?;
         Ok(())
     }
 
     /// Changes a small corner square, so content caches see a new screen.
     pub fn mark(&self, k: u32) -> Result<()> {
         self.fill(k.wrapping_mul(0x0010_2030) & 0xffffff, 1270, 950, 10, 10)?;
-        self.conn.sync()?;
+        self.conn.get_input_focus()?.reply()?;
         Ok(())
     }
 }

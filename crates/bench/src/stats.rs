@@ -68,7 +68,7 @@ pub struct Row {
 }
 
 fn ms(s: &Stats) -> String {
-    format!("{:.2} ms (p95 {:.2})", s.median_ms, s.p95_ms)
+    format!("{:.2} ms (p95 {:.2}, n={})", s.median_ms, s.p95_ms, s.n)
 }
 
 impl Row {
