@@ -318,7 +318,8 @@ impl Action {
             )),
             Action::WriteFile(a) => {
                 // base64 is 4 bytes per 3; reject before decoding so a huge body costs nothing.
-                let decoded_len = a.data.len() / 4 * 3;
+                let padding = a.data.bytes().rev().take(2).filter(|&b| b == b'=').count();
+                let decoded_len = (a.data.len() / 4 * 3).saturating_sub(padding);
                 if decoded_len > limits.max_file_bytes {
                     return Err(ActionError::field(
                         "data",
@@ -633,6 +634,9 @@ mod tests {
         a.validate(&limits).unwrap();
         let a = parse_action(json!({"action": "write_file", "path": "x", "data": "aGVsbG8gd29ybGQ="})).unwrap();
         assert_eq!(a.validate(&limits).unwrap_err().field.as_deref(), Some("data"));
+        // Exactly at the cap is allowed: "abc" is 3 bytes, "aGk=" is 2.
+        let at_cap = Limits { max_file_bytes: 2, ..Limits::default() };
+        parse_action(json!({"action": "write_file", "path": "x", "data": "aGk="})).unwrap().validate(&at_cap).unwrap();
     }
 
     #[test]
