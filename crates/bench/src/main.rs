@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 /// Benchmarks bytebot's desktop daemon against scrot, mss, xdotool and tesseract.
 #[derive(Debug, Parser)]
-#[command(after_help = "Example: cargo build --release && target/release/bytebot-bench --bytebot target/release/bytebot")]
+#[command(
+    after_help = "Example: cargo build --release && target/release/bytebot-bench --bytebot target/release/bytebot"
+)]
 struct Args {
     /// The bytebot binary to measure (a release build).
     #[arg(long, default_value = "target/release/bytebot")]
@@ -40,12 +42,15 @@ const TEXT40: &str = "The quick brown fox jumps over a lazy dog";
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let x = bytebot_desktop::xserver::OwnedX::start(1280, 960, "openbox").context("starting Xvfb")?;
+    let x =
+        bytebot_desktop::xserver::OwnedX::start(1280, 960, "openbox").context("starting Xvfb")?;
     let painter = screen::Painter::open(&x.display)?;
     painter.paint_desktop()?;
     let port = free_port()?;
     let mut daemon = start_daemon(&args.bytebot, &x.display, port)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let result = rt.block_on(run(&args, &x.display, port, daemon.id(), &painter));
     let _ = daemon.kill();
     let _ = daemon.wait();
@@ -60,16 +65,27 @@ fn main() -> Result<()> {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn start_daemon(bin: &PathBuf, display: &str, port: u16) -> Result<Child> {
     if !bin.exists() {
-        bail!("{} does not exist; build it first: cargo build --release -p bytebot-cli", bin.display());
+        bail!(
+            "{} does not exist; build it first: cargo build --release -p bytebot-cli",
+            bin.display()
+        );
     }
     let data = std::env::temp_dir().join(format!("bytebot-bench-{}", std::process::id()));
     Command::new(bin)
-        .args(["desktop", "--display", display, "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "desktop",
+            "--display",
+            display,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .env("BYTEBOT_TOKEN", TOKEN)
         .env("BYTEBOT_DESKTOP_VNC", "false")
         .env("BYTEBOT_DATA_DIR", &data)
@@ -81,17 +97,31 @@ fn start_daemon(bin: &PathBuf, display: &str, port: u16) -> Result<Child> {
 
 fn rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
 }
 
-async fn run(args: &Args, display: &str, port: u16, pid: u32, painter: &screen::Painter) -> Result<(Vec<Row>, Vec<String>)> {
+async fn run(
+    args: &Args,
+    display: &str,
+    port: u16,
+    pid: u32,
+    painter: &screen::Painter,
+) -> Result<(Vec<Row>, Vec<String>)> {
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder().build()?;
     let auth = format!("Bearer {TOKEN}");
     // Wait for the daemon.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let ok = client.get(format!("{base}/ready")).header("authorization", &auth).send().await.is_ok_and(|r| r.status().is_success());
+        let ok = client
+            .get(format!("{base}/ready"))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
         if ok {
             break;
         }
@@ -110,7 +140,11 @@ async fn run(args: &Args, display: &str, port: u16, pid: u32, painter: &screen::
     let get = |path: String| {
         let (client, auth) = (client.clone(), auth.clone());
         async move {
-            let r = client.get(path).header("authorization", auth).send().await?;
+            let r = client
+                .get(path)
+                .header("authorization", auth)
+                .send()
+                .await?;
             anyhow::ensure!(r.status().is_success(), "HTTP {}", r.status());
             Ok::<_, anyhow::Error>(r.bytes().await?.len())
         }
@@ -118,63 +152,147 @@ async fn run(args: &Args, display: &str, port: u16, pid: u32, painter: &screen::
     let post = |path: String, body: serde_json::Value| {
         let (client, auth) = (client.clone(), auth.clone());
         async move {
-            let r = client.post(path).header("authorization", auth).json(&body).send().await?;
-            anyhow::ensure!(r.status().is_success(), "HTTP {}: {}", r.status(), r.text().await.unwrap_or_default());
+            let r = client
+                .post(path)
+                .header("authorization", auth)
+                .json(&body)
+                .send()
+                .await?;
+            anyhow::ensure!(
+                r.status().is_success(),
+                "HTTP {}: {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            );
             Ok::<_, anyhow::Error>(r.bytes().await?.len())
         }
     };
     let png = stats::time_async(n, || get(format!("{base}/v1/screenshot"))).await?;
-    let compat = stats::time_async(n, || post(format!("{base}/computer-use"), json!({"action": "screenshot"}))).await?;
-    let jpeg = stats::time_async(n, || get(format!("{base}/v1/screenshot?format=jpeg&quality=80"))).await?;
-    let scaled = stats::time_async(n, || get(format!("{base}/v1/screenshot?format=jpeg&quality=80&max_width=1024"))).await?;
+    let compat = stats::time_async(n, || {
+        post(
+            format!("{base}/computer-use"),
+            json!({"action": "screenshot"}),
+        )
+    })
+    .await?;
+    let jpeg = stats::time_async(n, || {
+        get(format!("{base}/v1/screenshot?format=jpeg&quality=80"))
+    })
+    .await?;
+    let scaled = stats::time_async(n, || {
+        get(format!(
+            "{base}/v1/screenshot?format=jpeg&quality=80&max_width=1024"
+        ))
+    })
+    .await?;
     let scrot = time_command(n.min(30), || {
         let mut c = Command::new("scrot");
-        c.args(["-o", "-z", "/tmp/bytebot-bench-scrot.png"]).env("DISPLAY", display);
+        c.args(["-o", "-z", "/tmp/bytebot-bench-scrot.png"])
+            .env("DISPLAY", display);
         c
     });
     match &scrot {
-        Ok(s) => rows.push(Row::new("screenshot, full screen PNG", "GET /v1/screenshot", png, "scrot", *s)),
+        Ok(s) => rows.push(Row::new(
+            "screenshot, full screen PNG",
+            "GET /v1/screenshot",
+            png,
+            "scrot",
+            *s,
+        )),
         Err(e) => notes.push(format!("scrot not measured: {e}")),
     }
     match mss(display, n.min(30)) {
-        Ok(s) => rows.push(Row::new("screenshot, full screen PNG", "GET /v1/screenshot", png, "python mss + mss.tools.to_png", s)),
+        Ok(s) => rows.push(Row::new(
+            "screenshot, full screen PNG",
+            "GET /v1/screenshot",
+            png,
+            "python mss + mss.tools.to_png",
+            s,
+        )),
         Err(e) => notes.push(format!("python mss not measured: {e} (pip install mss)")),
     }
     if let Ok(s) = &scrot {
-        rows.push(Row::new("screenshot, Bytebot API (base64 PNG in JSON)", "POST /computer-use screenshot", compat, "scrot", *s));
-        rows.push(Row::new("screenshot, JPEG q80", "GET /v1/screenshot?format=jpeg", jpeg, "scrot (PNG)", *s));
-        rows.push(Row::new("screenshot, JPEG q80 scaled to 1024 wide", "…&max_width=1024", scaled, "scrot (PNG, full size)", *s));
+        rows.push(Row::new(
+            "screenshot, Bytebot API (base64 PNG in JSON)",
+            "POST /computer-use screenshot",
+            compat,
+            "scrot",
+            *s,
+        ));
+        rows.push(Row::new(
+            "screenshot, JPEG q80",
+            "GET /v1/screenshot?format=jpeg",
+            jpeg,
+            "scrot (PNG)",
+            *s,
+        ));
+        rows.push(Row::new(
+            "screenshot, JPEG q80 scaled to 1024 wide",
+            "…&max_width=1024",
+            scaled,
+            "scrot (PNG, full size)",
+            *s,
+        ));
     }
 
     // Clicks and typing.
     let click = json!({"action": "click_mouse", "coordinates": {"x": 1200, "y": 900}, "button": "left", "clickCount": 1});
-    let ours_click = stats::time_async(n * 3, || post(format!("{base}/computer-use"), click.clone())).await?;
-    for (label, extra) in [("xdotool click (default)", vec![]), ("xdotool click --delay 0", vec!["--delay", "0"])] {
+    let ours_click = stats::time_async(n * 3, || {
+        post(format!("{base}/computer-use"), click.clone())
+    })
+    .await?;
+    for (label, extra) in [
+        ("xdotool click (default)", vec![]),
+        ("xdotool click --delay 0", vec!["--delay", "0"]),
+    ] {
         let s = time_command(n.min(30), || {
             let mut c = Command::new("xdotool");
-            c.args(["mousemove", "1200", "900", "click"]).args(&extra).arg("1").env("DISPLAY", display);
+            c.args(["mousemove", "1200", "900", "click"])
+                .args(&extra)
+                .arg("1")
+                .env("DISPLAY", display);
             c
         });
         match s {
-            Ok(s) => rows.push(Row::new("one click at a point", "POST /computer-use click_mouse", ours_click, label, s)),
+            Ok(s) => rows.push(Row::new(
+                "one click at a point",
+                "POST /computer-use click_mouse",
+                ours_click,
+                label,
+                s,
+            )),
             Err(e) => notes.push(format!("{label} not measured: {e}")),
         }
     }
     let typing = json!({"action": "type_text", "text": TEXT40});
-    let ours_type = stats::time_async(n, || post(format!("{base}/computer-use"), typing.clone())).await?;
-    for (label, extra) in [("xdotool type (default 12 ms delay)", vec![]), ("xdotool type --delay 0", vec!["--delay", "0"])] {
+    let ours_type =
+        stats::time_async(n, || post(format!("{base}/computer-use"), typing.clone())).await?;
+    for (label, extra) in [
+        ("xdotool type (default 12 ms delay)", vec![]),
+        ("xdotool type --delay 0", vec!["--delay", "0"]),
+    ] {
         let s = time_command(n.min(15), || {
             let mut c = Command::new("xdotool");
-            c.arg("type").args(&extra).arg(TEXT40).env("DISPLAY", display);
+            c.arg("type")
+                .args(&extra)
+                .arg(TEXT40)
+                .env("DISPLAY", display);
             c
         });
         match s {
-            Ok(s) => rows.push(Row::new("type 40 ASCII characters", "POST /computer-use type_text", ours_type, label, s)),
+            Ok(s) => rows.push(Row::new(
+                "type 40 ASCII characters",
+                "POST /computer-use type_text",
+                ours_type,
+                label,
+                s,
+            )),
             Err(e) => notes.push(format!("{label} not measured: {e}")),
         }
     }
     let unicode = json!({"action": "type_text", "text": "Grüße, 世界! ñandú — ça va? 🎉 Привет"});
-    let ours_unicode = stats::time_async(n, || post(format!("{base}/computer-use"), unicode.clone())).await?;
+    let ours_unicode =
+        stats::time_async(n, || post(format!("{base}/computer-use"), unicode.clone())).await?;
     rows.push(Row::only("type 34 mixed Unicode characters (xdotool types these wrongly or not at all on a US layout)", "POST /computer-use type_text", ours_unicode));
 
     // OCR.
@@ -187,15 +305,24 @@ async fn run(args: &Args, display: &str, port: u16, pid: u32, painter: &screen::
         post(format!("{base}/v1/find-text"), json!({"text": "Terminal"}))
     })
     .await;
-    let cached = stats::time_async(args.ocr_iterations, || post(format!("{base}/v1/find-text"), json!({"text": "Terminal"}))).await;
+    let cached = stats::time_async(args.ocr_iterations, || {
+        post(format!("{base}/v1/find-text"), json!({"text": "Terminal"}))
+    })
+    .await;
     let regional = stats::time_async(args.ocr_iterations, || {
         k += 1;
         let _ = painter.mark(k);
-        post(format!("{base}/v1/find-text"), json!({"text": "Terminal", "region": region.clone()}))
+        post(
+            format!("{base}/v1/find-text"),
+            json!({"text": "Terminal", "region": region.clone()}),
+        )
     })
     .await;
     let shot = "/tmp/bytebot-bench-ocr.png";
-    let _ = Command::new("scrot").args(["-o", shot]).env("DISPLAY", display).status();
+    let _ = Command::new("scrot")
+        .args(["-o", shot])
+        .env("DISPLAY", display)
+        .status();
     let tess = |threads: Option<&'static str>| {
         time_command(args.ocr_iterations, move || {
             let mut c = Command::new("tesseract");
@@ -208,26 +335,65 @@ async fn run(args: &Args, display: &str, port: u16, pid: u32, painter: &screen::
     };
     match (full, tess(None), tess(Some("1"))) {
         (Ok(full), Ok(t_default), Ok(t_one)) => {
-            rows.push(Row::new("OCR find-text, full screen", "POST /v1/find-text", full, "tesseract CLI (default)", t_default));
-            rows.push(Row::new("OCR find-text, full screen", "POST /v1/find-text", full, "tesseract CLI (1 thread)", t_one));
+            rows.push(Row::new(
+                "OCR find-text, full screen",
+                "POST /v1/find-text",
+                full,
+                "tesseract CLI (default)",
+                t_default,
+            ));
+            rows.push(Row::new(
+                "OCR find-text, full screen",
+                "POST /v1/find-text",
+                full,
+                "tesseract CLI (1 thread)",
+                t_one,
+            ));
             if let Ok(r) = regional {
-                rows.push(Row::new("OCR find-text, 640×240 region", "POST /v1/find-text + region", r, "tesseract CLI full screen (1 thread)", t_one));
+                rows.push(Row::new(
+                    "OCR find-text, 640×240 region",
+                    "POST /v1/find-text + region",
+                    r,
+                    "tesseract CLI full screen (1 thread)",
+                    t_one,
+                ));
             }
             if let Ok(c) = cached {
-                rows.push(Row::new("OCR find-text, unchanged screen (cached)", "POST /v1/find-text", c, "tesseract CLI full screen (1 thread)", t_one));
+                rows.push(Row::new(
+                    "OCR find-text, unchanged screen (cached)",
+                    "POST /v1/find-text",
+                    c,
+                    "tesseract CLI full screen (1 thread)",
+                    t_one,
+                ));
             }
         }
         (full, a, b) => notes.push(format!(
             "OCR not measured: {}",
-            [full.err(), a.err(), b.err()].into_iter().flatten().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+            [full.err(), a.err(), b.err()]
+                .into_iter()
+                .flatten()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
         )),
     }
 
     if let Some(kb) = idle_rss {
-        rows.push(Row::memory("daemon RSS, idle after start", kb, "Bytebot's bytebotd (Node), from BASELINES.md, not this run", 135 * 1024));
+        rows.push(Row::memory(
+            "daemon RSS, idle after start",
+            kb,
+            "Bytebot's bytebotd (Node), from BASELINES.md, not this run",
+            135 * 1024,
+        ));
     }
     if let Some(kb) = rss_kb(pid) {
-        rows.push(Row::memory("daemon RSS after the benchmark", kb, "Bytebot's bytebotd (Node), from BASELINES.md, not this run", 135 * 1024));
+        rows.push(Row::memory(
+            "daemon RSS after the benchmark",
+            kb,
+            "Bytebot's bytebotd (Node), from BASELINES.md, not this run",
+            135 * 1024,
+        ));
     }
     notes.push(format!("Machine: {} cores; Xvfb 1280×960×24 with openbox and a synthetic busy desktop; medians of {n} runs (OCR: {}).", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), args.ocr_iterations));
     notes.push("Ours is measured end to end over HTTP on loopback against the release `bytebot desktop` process; peers are measured as processes (including their start-up, which is how agents call them).".into());
@@ -244,14 +410,29 @@ with mss.mss() as s:
         t = time.perf_counter(); img = s.grab(m); mss.tools.to_png(img.rgb, img.size); ts.append((time.perf_counter() - t) * 1000)
 ts.sort(); print(statistics.median(ts), ts[int(len(ts) * 0.95) - 1])
 "#;
-    let out = Command::new("python3").args(["-c", script, &n.to_string()]).env("DISPLAY", display).output()?;
+    let out = Command::new("python3")
+        .args(["-c", script, &n.to_string()])
+        .env("DISPLAY", display)
+        .output()?;
     if !out.status.success() {
-        bail!("{}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed"));
+        bail!(
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("failed")
+        );
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut parts = text.split_whitespace().filter_map(|v| v.parse::<f64>().ok());
+    let mut parts = text
+        .split_whitespace()
+        .filter_map(|v| v.parse::<f64>().ok());
     match (parts.next(), parts.next()) {
-        (Some(median), Some(p95)) => Ok(Stats { median_ms: median, p95_ms: p95, n }),
+        (Some(median), Some(p95)) => Ok(Stats {
+            median_ms: median,
+            p95_ms: p95,
+            n,
+        }),
         _ => bail!("unexpected output {text}"),
     }
 }

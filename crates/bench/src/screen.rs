@@ -3,7 +3,10 @@
 
 use anyhow::{Context, Result};
 use x11rb::connection::Connection;
-use x11rb::protocol::xproto::{ChangeGCAux, ConnectionExt as _, CreateGCAux, CreateWindowAux, EventMask, Gcontext, Rectangle, Window, WindowClass};
+use x11rb::protocol::xproto::{
+    ChangeGCAux, ConnectionExt as _, CreateGCAux, CreateWindowAux, EventMask, Gcontext, Rectangle,
+    Window, WindowClass,
+};
 use x11rb::rust_connection::RustConnection;
 
 /// A full-screen window we paint on.
@@ -25,26 +28,59 @@ const LINES: &[&str] = &[
 impl Painter {
     /// Opens a connection and an override-redirect window covering the screen.
     pub fn open(display: &str) -> Result<Self> {
-        let (conn, n) = RustConnection::connect(Some(display)).context("connecting to the bench display")?;
+        let (conn, n) =
+            RustConnection::connect(Some(display)).context("connecting to the bench display")?;
         let screen = &conn.setup().roots[n];
         let (root, w, h) = (screen.root, screen.width_in_pixels, screen.height_in_pixels);
         let window = conn.generate_id()?;
-        conn.create_window(0, window, root, 0, 0, w, h, 0, WindowClass::INPUT_OUTPUT, 0, &CreateWindowAux::new().background_pixel(0x2e3440).override_redirect(1).event_mask(EventMask::EXPOSURE))?;
+        conn.create_window(
+            0,
+            window,
+            root,
+            0,
+            0,
+            w,
+            h,
+            0,
+            WindowClass::INPUT_OUTPUT,
+            0,
+            &CreateWindowAux::new()
+                .background_pixel(0x2e3440)
+                .override_redirect(1)
+                .event_mask(EventMask::EXPOSURE),
+        )?;
         let font = conn.generate_id()?;
         // 10x20 is in xfonts-base; "fixed" is always there.
         if conn.open_font(font, b"10x20")?.check().is_err() {
             conn.open_font(font, b"fixed")?.check()?;
         }
         let gc = conn.generate_id()?;
-        conn.create_gc(gc, window, &CreateGCAux::new().font(font).foreground(0xeceff4).background(0x2e3440))?;
+        conn.create_gc(
+            gc,
+            window,
+            &CreateGCAux::new()
+                .font(font)
+                .foreground(0xeceff4)
+                .background(0x2e3440),
+        )?;
         conn.map_window(window)?;
         conn.get_input_focus()?.reply()?;
         Ok(Self { conn, window, gc })
     }
 
     fn fill(&self, color: u32, x: i16, y: i16, w: u16, h: u16) -> Result<()> {
-        self.conn.change_gc(self.gc, &ChangeGCAux::new().foreground(color))?;
-        self.conn.poly_fill_rectangle(self.window, self.gc, &[Rectangle { x, y, width: w, height: h }])?;
+        self.conn
+            .change_gc(self.gc, &ChangeGCAux::new().foreground(color))?;
+        self.conn.poly_fill_rectangle(
+            self.window,
+            self.gc,
+            &[Rectangle {
+                x,
+                y,
+                width: w,
+                height: h,
+            }],
+        )?;
         Ok(())
     }
 
@@ -56,15 +92,39 @@ impl Painter {
             seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
             let (x, y) = ((seed >> 8) % 900, 40 + (seed >> 20) % 600);
             let color = 0x404040 + (seed & 0x3f3f3f);
-            self.fill(color, x as i16, y as i16, 300 + (i * 13) as u16, 200 + (i * 7) as u16)?;
+            self.fill(
+                color,
+                x as i16,
+                y as i16,
+                300 + (i * 13) as u16,
+                200 + (i * 7) as u16,
+            )?;
         }
         self.fill(0xffffff, 60, 500, 900, 260)?;
-        self.conn.change_gc(self.gc, &ChangeGCAux::new().foreground(0x000000).background(0xffffff))?;
+        self.conn.change_gc(
+            self.gc,
+            &ChangeGCAux::new().foreground(0x000000).background(0xffffff),
+        )?;
         for (i, line) in LINES.iter().enumerate() {
-            self.conn.image_text8(self.window, self.gc, 80, 540 + 36 * i as i16, line.as_bytes())?;
+            self.conn.image_text8(
+                self.window,
+                self.gc,
+                80,
+                540 + 36 * i as i16,
+                line.as_bytes(),
+            )?;
         }
-        self.conn.change_gc(self.gc, &ChangeGCAux::new().foreground(0xeceff4).background(0x3b4252))?;
-        self.conn.image_text8(self.window, self.gc, 12, 20, b"Activities   Terminal   Files   Firefox")?;
+        self.conn.change_gc(
+            self.gc,
+            &ChangeGCAux::new().foreground(0xeceff4).background(0x3b4252),
+        )?;
+        self.conn.image_text8(
+            self.window,
+            self.gc,
+            12,
+            20,
+            b"Activities   Terminal   Files   Firefox",
+        )?;
         self.conn.get_input_focus()?.reply()?;
         Ok(())
     }

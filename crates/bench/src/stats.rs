@@ -20,7 +20,11 @@ fn summarize(mut samples: Vec<f64>) -> Stats {
     samples.sort_by(f64::total_cmp);
     let n = samples.len();
     let at = |q: f64| samples[((n as f64 * q).ceil() as usize).clamp(1, n) - 1];
-    Stats { median_ms: at(0.5), p95_ms: at(0.95), n }
+    Stats {
+        median_ms: at(0.5),
+        p95_ms: at(0.95),
+        n,
+    }
 }
 
 /// Times `n` runs of an async operation after two warm-up runs.
@@ -46,7 +50,10 @@ pub fn time_command(n: usize, make: impl Fn() -> Command) -> Result<Stats> {
     let mut samples = Vec::with_capacity(n);
     for i in 0..=n.max(1) {
         let start = Instant::now();
-        let status = make().stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+        let status = make()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
         if !status.success() {
             bail!("exited with {status}");
         }
@@ -80,13 +87,23 @@ impl Row {
             ours: ms(&ours),
             peer_label: peer_label.into(),
             peer: ms(&peer),
-            ratio: format!("**{:.1}×** faster", peer.median_ms / ours.median_ms.max(1e-9)),
+            ratio: format!(
+                "**{:.1}×** faster",
+                peer.median_ms / ours.median_ms.max(1e-9)
+            ),
         }
     }
 
     /// Ours alone, where no peer can do the same work.
     pub fn only(what: &str, ours_label: &str, ours: Stats) -> Self {
-        Self { what: what.into(), ours_label: ours_label.into(), ours: ms(&ours), peer_label: "—".into(), peer: "—".into(), ratio: "—".into() }
+        Self {
+            what: what.into(),
+            ours_label: ours_label.into(),
+            ours: ms(&ours),
+            peer_label: "—".into(),
+            peer: "—".into(),
+            ratio: "—".into(),
+        }
     }
 
     /// A memory figure against a peer's.
@@ -110,7 +127,10 @@ pub fn render(rows: &[Row], notes: &[String]) -> String {
          | operation | ours | ours: median (p95) | peer | peer: median (p95) | ratio |\n|---|---|---|---|---|---|\n",
     );
     for r in rows {
-        out.push_str(&format!("| {} | {} | {} | {} | {} | {} |\n", r.what, r.ours_label, r.ours, r.peer_label, r.peer, r.ratio));
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r.what, r.ours_label, r.ours, r.peer_label, r.peer, r.ratio
+        ));
     }
     out.push('\n');
     for n in notes {

@@ -19,7 +19,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Text, level: "info".into() }
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 
@@ -49,7 +52,12 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { token: None, data_dir: default_data_dir(), log: LogConfig::default(), desktop: DesktopConfig::default() }
+        Self {
+            token: None,
+            data_dir: default_data_dir(),
+            log: LogConfig::default(),
+            desktop: DesktopConfig::default(),
+        }
     }
 }
 
@@ -72,22 +80,30 @@ const NOT_KEYS: &[&str] = &["BYTEBOT_CONFIG"];
 
 impl Config {
     /// Loads `path` (or defaults when `None`), applies `env` overrides, validates.
-    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
         let (source, mut table) = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("config: cannot read {}", p.display()))?;
-                let table: toml::Table = text
-                    .parse()
-                    .map_err(|e: toml::de::Error| anyhow::anyhow!("config: {}: {}", p.display(), e.to_string().trim_end()))?;
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("config: cannot read {}", p.display()))?;
+                let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                    anyhow::anyhow!("config: {}: {}", p.display(), e.to_string().trim_end())
+                })?;
                 (p.display().to_string(), table)
             }
             None => ("(defaults)".to_string(), toml::Table::new()),
         };
         apply_env(&mut table, env)?;
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            let key = e.path().to_string();
-            anyhow::anyhow!("config: {source}: {key}: {}", e.into_inner().to_string().trim_end())
-        })?;
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                anyhow::anyhow!(
+                    "config: {source}: {key}: {}",
+                    e.into_inner().to_string().trim_end()
+                )
+            })?;
         config.validate(&source)?;
         Ok(config)
     }
@@ -112,16 +128,24 @@ impl Config {
 
     /// The workspace folder: configured, or `<data_dir>/workspace`.
     pub fn workspace(&self) -> PathBuf {
-        self.desktop.workspace.clone().unwrap_or_else(|| self.data_dir.join("workspace"))
+        self.desktop
+            .workspace
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("workspace"))
     }
 }
 
 /// Folds `BYTEBOT_*` variables into the table: `BYTEBOT_TOKEN` → `token`,
 /// `BYTEBOT_DESKTOP_MAX_TEXT_CHARS` → `desktop.max_text_chars`. Values are
 /// read as TOML (numbers, booleans, arrays) and otherwise as strings.
-fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<()> {
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<()> {
     for (name, value) in env {
-        let Some(rest) = name.strip_prefix("BYTEBOT_") else { continue };
+        let Some(rest) = name.strip_prefix("BYTEBOT_") else {
+            continue;
+        };
         if NOT_KEYS.contains(&name.as_str()) {
             continue;
         }
@@ -133,7 +157,9 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
         };
         let target = match section {
             Some(s) => {
-                let entry = table.entry(s.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let entry = table
+                    .entry(s.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
                 match entry.as_table_mut() {
                     Some(t) => t,
                     None => bail!("config: {name}: [{s}] in the file is not a table"),
@@ -143,7 +169,9 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
         };
         let full = section.map_or(field.clone(), |s| format!("{s}.{field}"));
         if field.is_empty() {
-            bail!("config: environment variable {name} names no key; use e.g. BYTEBOT_TOKEN or BYTEBOT_DESKTOP_LISTEN");
+            bail!(
+                "config: environment variable {name} names no key; use e.g. BYTEBOT_TOKEN or BYTEBOT_DESKTOP_LISTEN"
+            );
         }
         tracing::debug!(key = %full, "config key set from the environment");
         target.insert(field, parsed);
@@ -154,7 +182,9 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
 fn parse_env_value(value: &str) -> toml::Value {
     let wrapped = format!("v = {value}");
     match wrapped.parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(value.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(value.to_string())),
         Err(_) => toml::Value::String(value.to_string()),
     }
 }
@@ -165,7 +195,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn write(text: &str) -> tempfile::NamedTempFile {
@@ -185,7 +218,11 @@ mod tests {
         let f = write("[desktop]\nresolution = \"1024x768\"\nmax_text_chars = 10\n");
         let c = Config::load(
             Some(f.path()),
-            env(&[("BYTEBOT_DESKTOP_MAX_TEXT_CHARS", "99"), ("BYTEBOT_TOKEN", "0123456789abcdef0"), ("BYTEBOT_CONFIG", "x")]),
+            env(&[
+                ("BYTEBOT_DESKTOP_MAX_TEXT_CHARS", "99"),
+                ("BYTEBOT_TOKEN", "0123456789abcdef0"),
+                ("BYTEBOT_CONFIG", "x"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.desktop.resolution, "1024x768");
@@ -196,26 +233,41 @@ mod tests {
     #[test]
     fn unknown_keys_name_the_file_and_key() {
         let f = write("[desktop]\nresolutoin = \"1x1\"\n");
-        let e = Config::load(Some(f.path()), env(&[])).unwrap_err().to_string();
+        let e = Config::load(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(&f.path().display().to_string()), "{e}");
         assert!(e.contains("desktop"), "{e}");
         assert!(e.contains("unknown field `resolutoin`"), "{e}");
-        let e = Config::load(None, env(&[("BYTEBOT_DESKTOP_LISTN", "x")])).unwrap_err().to_string();
+        let e = Config::load(None, env(&[("BYTEBOT_DESKTOP_LISTN", "x")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `listn`"), "{e}");
     }
 
     #[test]
     fn wrong_values_say_what_is_expected() {
         let f = write("[desktop]\nlisten = \"nowhere\"\n");
-        let e = Config::load(Some(f.path()), env(&[])).unwrap_err().to_string();
+        let e = Config::load(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("desktop.listen"), "{e}");
         let f = write("[desktop]\nresolution = \"1280x\"\n");
-        let e = Config::load(Some(f.path()), env(&[])).unwrap_err().to_string();
-        assert!(e.contains("desktop.resolution") && e.contains("WIDTHxHEIGHT"), "{e}");
+        let e = Config::load(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("desktop.resolution") && e.contains("WIDTHxHEIGHT"),
+            "{e}"
+        );
         let f = write("[desktop\n");
-        let e = Config::load(Some(f.path()), env(&[])).unwrap_err().to_string();
+        let e = Config::load(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 1"), "{e}");
-        let e = Config::load(None, env(&[("BYTEBOT_TOKEN", "short")])).unwrap_err().to_string();
+        let e = Config::load(None, env(&[("BYTEBOT_TOKEN", "short")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("token"), "{e}");
     }
 }

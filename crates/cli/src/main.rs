@@ -86,14 +86,19 @@ fn main() {
 fn load_config(flag: Option<&std::path::Path>) -> Result<Config> {
     let from_env = std::env::var_os("BYTEBOT_CONFIG").map(PathBuf::from);
     let local = PathBuf::from("bytebot.toml");
-    let path = flag.map(PathBuf::from).or(from_env).or_else(|| local.exists().then_some(local));
+    let path = flag
+        .map(PathBuf::from)
+        .or(from_env)
+        .or_else(|| local.exists().then_some(local));
     Config::load(path.as_deref(), std::env::vars())
 }
 
 fn init_logs(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -106,14 +111,21 @@ fn run_desktop(mut config: Config, args: DesktopArgs, up: bool) -> Result<()> {
     }
     if args.own_display {
         config.desktop.display = None;
-    } else if let Some(d) = args.display.or_else(|| config.desktop.display.clone()).or_else(|| std::env::var("DISPLAY").ok().filter(|d| !d.is_empty())) {
+    } else if let Some(d) = args
+        .display
+        .or_else(|| config.desktop.display.clone())
+        .or_else(|| std::env::var("DISPLAY").ok().filter(|d| !d.is_empty()))
+    {
         config.desktop.display = Some(d);
     }
     let token = token::resolve(&config)?;
     let workspace = config.workspace();
     let listen = config.desktop.listen;
     let vnc = config.desktop.vnc;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -132,14 +144,23 @@ fn run_desktop(mut config: Config, args: DesktopArgs, up: bool) -> Result<()> {
 }
 
 fn print_banner(url: &str, display: &str, token: &token::Token, up: bool, vnc: bool) {
-    let title = if up { "bytebot is up" } else { "bytebot desktop is up" };
+    let title = if up {
+        "bytebot is up"
+    } else {
+        "bytebot desktop is up"
+    };
     println!("{title}");
-    println!("  desktop API   {url}  (X display {display}; Bytebot-compatible POST {url}/computer-use)");
+    println!(
+        "  desktop API   {url}  (X display {display}; Bytebot-compatible POST {url}/computer-use)"
+    );
     if vnc {
         println!("  live view     {url}/novnc/?token={}", token.value);
     }
     println!("  token         {}  ({})", token.value, token.origin);
-    println!("  try           curl -H 'Authorization: Bearer {}' {url}/v1/screenshot -o shot.png", token.value);
+    println!(
+        "  try           curl -H 'Authorization: Bearer {}' {url}/v1/screenshot -o shot.png",
+        token.value
+    );
     println!("Press Ctrl+C to stop.");
 }
 

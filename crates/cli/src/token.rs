@@ -18,16 +18,27 @@ pub struct Token {
 /// Finds or creates the token.
 pub fn resolve(config: &Config) -> Result<Token> {
     if let Some(t) = &config.token {
-        return Ok(Token { value: t.clone(), origin: "from config or BYTEBOT_TOKEN".into() });
+        return Ok(Token {
+            value: t.clone(),
+            origin: "from config or BYTEBOT_TOKEN".into(),
+        });
     }
     let path = config.data_dir.join("token");
     if let Ok(existing) = std::fs::read_to_string(&path) {
         let existing = existing.trim().to_string();
         if existing.len() >= 16 {
-            return Ok(Token { value: existing, origin: format!("kept in {}", path.display()) });
+            return Ok(Token {
+                value: existing,
+                origin: format!("kept in {}", path.display()),
+            });
         }
     }
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create the data folder {} (data_dir)", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data folder {} (data_dir)",
+            config.data_dir.display()
+        )
+    })?;
     let value = Alphanumeric.sample_string(&mut rand::rng(), 32);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -36,6 +47,10 @@ pub fn resolve(config: &Config) -> Result<Token> {
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot save the token to {}", path.display()))?;
-    file.write_all(value.as_bytes()).with_context(|| format!("cannot save the token to {}", path.display()))?;
-    Ok(Token { value, origin: format!("new, saved to {}", path.display()) })
+    file.write_all(value.as_bytes())
+        .with_context(|| format!("cannot save the token to {}", path.display()))?;
+    Ok(Token {
+        value,
+        origin: format!("new, saved to {}", path.display()),
+    })
 }

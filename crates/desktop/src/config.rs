@@ -105,27 +105,59 @@ impl DesktopConfig {
     /// Checks values serde can't: ranges, formats, non-empty commands.
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
-        let mut bad = |key: &str, message: String| problems.push(ConfigProblem { key: key.into(), message });
+        let mut bad = |key: &str, message: String| {
+            problems.push(ConfigProblem {
+                key: key.into(),
+                message,
+            })
+        };
         if let Err(p) = self.screen_size() {
             bad(&p.key, p.message);
         }
-        if let Some(d) = &self.display {
-            if !d.contains(':') {
-                bad("desktop.display", format!("\"{d}\" is not an X display name like \":0\" or \":99\""));
-            }
+        if let Some(d) = self.display.as_ref().filter(|d| !d.contains(':')) {
+            bad(
+                "desktop.display",
+                format!("\"{d}\" is not an X display name like \":0\" or \":99\""),
+            );
         }
         if self.max_text_chars == 0 || self.max_text_chars > 10_000_000 {
-            bad("desktop.max_text_chars", format!("{} is out of range; expected 1 to 10000000", self.max_text_chars));
+            bad(
+                "desktop.max_text_chars",
+                format!(
+                    "{} is out of range; expected 1 to 10000000",
+                    self.max_text_chars
+                ),
+            );
         }
         if self.max_file_bytes == 0 || self.max_file_bytes > 1 << 30 {
-            bad("desktop.max_file_bytes", format!("{} is out of range; expected 1 to 1073741824", self.max_file_bytes));
+            bad(
+                "desktop.max_file_bytes",
+                format!(
+                    "{} is out of range; expected 1 to 1073741824",
+                    self.max_file_bytes
+                ),
+            );
         }
-        if self.ocr_lang.is_empty() || !self.ocr_lang.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '_') {
-            bad("desktop.ocr_lang", format!("\"{}\" is not a tesseract language list like \"eng\" or \"eng+deu\"", self.ocr_lang));
+        if self.ocr_lang.is_empty()
+            || !self
+                .ocr_lang
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '_')
+        {
+            bad(
+                "desktop.ocr_lang",
+                format!(
+                    "\"{}\" is not a tesseract language list like \"eng\" or \"eng+deu\"",
+                    self.ocr_lang
+                ),
+            );
         }
         for (name, spec) in &self.applications {
             if spec.command.first().is_none_or(|p| p.is_empty()) {
-                bad(&format!("desktop.applications.{name}.command"), "is empty; give the program and its arguments, e.g. [\"firefox-esr\"]".into());
+                bad(
+                    &format!("desktop.applications.{name}.command"),
+                    "is empty; give the program and its arguments, e.g. [\"firefox-esr\"]".into(),
+                );
             }
         }
         problems
@@ -158,6 +190,9 @@ mod tests {
             ..DesktopConfig::default()
         };
         let keys: Vec<String> = cfg.validate().into_iter().map(|p| p.key).collect();
-        assert_eq!(keys, ["desktop.resolution", "desktop.display", "desktop.ocr_lang"]);
+        assert_eq!(
+            keys,
+            ["desktop.resolution", "desktop.display", "desktop.ocr_lang"]
+        );
     }
 }

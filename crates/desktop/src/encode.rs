@@ -40,7 +40,11 @@ pub struct EncodeOptions {
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        Self { format: Format::Png, quality: 80, max_width: None }
+        Self {
+            format: Format::Png,
+            quality: 80,
+            max_width: None,
+        }
     }
 }
 
@@ -72,7 +76,12 @@ pub fn encode(frame: &Frame, opts: &EncodeOptions) -> Result<Encoded, DesktopErr
         Format::Png => png_bytes(&rgb, frame.width, frame.height)?,
         Format::Jpeg => jpeg_bytes(&rgb, frame.width, frame.height, opts.quality)?,
     };
-    Ok(Encoded { bytes, width: frame.width, height: frame.height, scale })
+    Ok(Encoded {
+        bytes,
+        width: frame.width,
+        height: frame.height,
+        scale,
+    })
 }
 
 /// BGRX to packed RGB.
@@ -120,14 +129,29 @@ fn dim(v: u32) -> Result<u16, DesktopError> {
 /// Scales a frame down to `max_width`, keeping the aspect ratio.
 fn downscale(frame: &Frame, max_width: u32) -> Result<Frame, DesktopError> {
     let width = max_width.max(1);
-    let height = ((u64::from(frame.height) * u64::from(width) + u64::from(frame.width) / 2) / u64::from(frame.width)).max(1) as u32;
-    let src = Image::from_vec_u8(frame.width, frame.height, frame.bgrx.clone(), PixelType::U8x4)
-        .map_err(|e| DesktopError::Failed(format!("cannot scale the screenshot: {e}")))?;
+    let height = ((u64::from(frame.height) * u64::from(width) + u64::from(frame.width) / 2)
+        / u64::from(frame.width))
+    .max(1) as u32;
+    let src = Image::from_vec_u8(
+        frame.width,
+        frame.height,
+        frame.bgrx.clone(),
+        PixelType::U8x4,
+    )
+    .map_err(|e| DesktopError::Failed(format!("cannot scale the screenshot: {e}")))?;
     let mut dst = Image::new(width, height, PixelType::U8x4);
     Resizer::new()
-        .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)))
+        .resize(
+            &src,
+            &mut dst,
+            &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
+        )
         .map_err(|e| DesktopError::Failed(format!("cannot scale the screenshot: {e}")))?;
-    Ok(Frame { width, height, bgrx: dst.into_vec() })
+    Ok(Frame {
+        width,
+        height,
+        bgrx: dst.into_vec(),
+    })
 }
 
 #[cfg(test)]
@@ -138,10 +162,19 @@ mod tests {
         let mut bgrx = Vec::new();
         for y in 0..height {
             for x in 0..width {
-                bgrx.extend_from_slice(&[(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8, 0]);
+                bgrx.extend_from_slice(&[
+                    (x % 256) as u8,
+                    (y % 256) as u8,
+                    ((x + y) % 256) as u8,
+                    0,
+                ]);
             }
         }
-        Frame { width, height, bgrx }
+        Frame {
+            width,
+            height,
+            bgrx,
+        }
     }
 
     #[test]
@@ -164,13 +197,24 @@ mod tests {
     #[test]
     fn scaling_reports_the_factor_back_to_the_screen() {
         let frame = pattern(1280, 960);
-        let opts = EncodeOptions { format: Format::Jpeg, quality: 70, max_width: Some(640) };
+        let opts = EncodeOptions {
+            format: Format::Jpeg,
+            quality: 70,
+            max_width: Some(640),
+        };
         let out = encode(&frame, &opts).unwrap();
         assert_eq!((out.width, out.height), (640, 480));
         assert!((out.scale - 2.0).abs() < 1e-9);
         assert_eq!(&out.bytes[..2], &[0xff, 0xd8], "JPEG magic");
         // No upscaling when the screen is already narrower.
-        let out = encode(&frame, &EncodeOptions { max_width: Some(4000), ..opts }).unwrap();
+        let out = encode(
+            &frame,
+            &EncodeOptions {
+                max_width: Some(4000),
+                ..opts
+            },
+        )
+        .unwrap();
         assert_eq!(out.width, 1280);
         assert!((out.scale - 1.0).abs() < 1e-9);
     }

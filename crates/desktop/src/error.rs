@@ -37,7 +37,9 @@ impl From<x11rb::errors::ReplyError> for DesktopError {
     fn from(e: x11rb::errors::ReplyError) -> Self {
         match e {
             x11rb::errors::ReplyError::ConnectionError(c) => c.into(),
-            x11rb::errors::ReplyError::X11Error(x) => DesktopError::X(format!("{:?} in request {}", x.error_kind, x.major_opcode)),
+            x11rb::errors::ReplyError::X11Error(x) => {
+                DesktopError::X(format!("{:?} in request {}", x.error_kind, x.major_opcode))
+            }
         }
     }
 }
@@ -46,8 +48,12 @@ impl From<x11rb::errors::ReplyOrIdError> for DesktopError {
     fn from(e: x11rb::errors::ReplyOrIdError) -> Self {
         match e {
             x11rb::errors::ReplyOrIdError::ConnectionError(c) => c.into(),
-            x11rb::errors::ReplyOrIdError::X11Error(x) => DesktopError::X(format!("{:?} in request {}", x.error_kind, x.major_opcode)),
-            x11rb::errors::ReplyOrIdError::IdsExhausted => DesktopError::X("X resource ids exhausted".into()),
+            x11rb::errors::ReplyOrIdError::X11Error(x) => {
+                DesktopError::X(format!("{:?} in request {}", x.error_kind, x.major_opcode))
+            }
+            x11rb::errors::ReplyOrIdError::IdsExhausted => {
+                DesktopError::X("X resource ids exhausted".into())
+            }
         }
     }
 }

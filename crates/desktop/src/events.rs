@@ -10,6 +10,9 @@ use tokio::sync::broadcast;
 /// How many past events are kept for resuming subscribers.
 const HISTORY: usize = 1024;
 
+/// An event with its sequence number.
+pub type Numbered = (u64, DesktopEvent);
+
 /// Publishes events to any number of subscribers.
 pub struct EventHub {
     tx: broadcast::Sender<(u64, DesktopEvent)>,
@@ -18,7 +21,10 @@ pub struct EventHub {
 
 impl Default for EventHub {
     fn default() -> Self {
-        Self { tx: broadcast::channel(HISTORY).0, history: Mutex::new((0, VecDeque::with_capacity(HISTORY))) }
+        Self {
+            tx: broadcast::channel(HISTORY).0,
+            history: Mutex::new((0, VecDeque::with_capacity(HISTORY))),
+        }
     }
 }
 
@@ -38,7 +44,7 @@ impl EventHub {
     }
 
     /// Subscribes; returns the kept events after `after` and the live receiver.
-    pub fn subscribe(&self, after: Option<u64>) -> (Vec<(u64, DesktopEvent)>, broadcast::Receiver<(u64, DesktopEvent)>) {
+    pub fn subscribe(&self, after: Option<u64>) -> (Vec<Numbered>, broadcast::Receiver<Numbered>) {
         let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let backlog = match after {
             Some(after) => h.1.iter().filter(|(id, _)| *id > after).cloned().collect(),

@@ -120,12 +120,16 @@ fn x_names() -> &'static XNames {
         let mut folded = HashMap::new();
         // Every named keysym is in the legacy range or the XF86 vendor block.
         for raw in (0..=0xffffu32).chain(0x1008_ff00..=0x1008_ffff) {
-            let Some(full) = xkeysym::Keysym::new(raw).name() else { continue };
+            let Some(full) = xkeysym::Keysym::new(raw).name() else {
+                continue;
+            };
             let name = match full.strip_prefix("XF86XK_") {
                 Some(rest) => {
                     // X spells these "XF86AudioMute"; keep both spellings.
                     exact.entry(rest).or_insert(raw);
-                    folded.entry(format!("xf86{}", rest.to_lowercase())).or_insert(raw);
+                    folded
+                        .entry(format!("xf86{}", rest.to_lowercase()))
+                        .or_insert(raw);
                     rest
                 }
                 None => full.strip_prefix("XK_").unwrap_or(full),
@@ -146,7 +150,12 @@ pub fn keysym_for_name(name: &str) -> Option<Keysym> {
     let mut chars = name.chars();
     if let (Some(ch), None) = (chars.next(), chars.next()) {
         // nut-js letter keys name the key, not the shifted letter.
-        return Some(char_keysym(ch.to_lowercase().next().filter(|_| ch.is_ascii_alphabetic()).unwrap_or(ch)));
+        return Some(char_keysym(
+            ch.to_lowercase()
+                .next()
+                .filter(|_| ch.is_ascii_alphabetic())
+                .unwrap_or(ch),
+        ));
     }
     let lower = name.to_lowercase();
     if let Some(&(_, sym)) = ALIASES.iter().find(|(alias, _)| *alias == lower) {
@@ -155,11 +164,19 @@ pub fn keysym_for_name(name: &str) -> Option<Keysym> {
     if let Some(n) = digit_key(&lower) {
         return Some(n);
     }
-    if let Some(f) = lower.strip_prefix('f').and_then(|n| n.parse::<u32>().ok()).filter(|n| (1..=35).contains(n)) {
+    if let Some(f) = lower
+        .strip_prefix('f')
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| (1..=35).contains(n))
+    {
         return Some(0xffbd + f);
     }
     let names = x_names();
-    names.exact.get(name).or_else(|| names.folded.get(&lower)).copied()
+    names
+        .exact
+        .get(name)
+        .or_else(|| names.folded.get(&lower))
+        .copied()
 }
 
 /// `num0`..`num9` and `numpad0`..`numpad9`.
@@ -167,7 +184,10 @@ fn digit_key(lower: &str) -> Option<Keysym> {
     if let Some(d) = lower.strip_prefix("numpad").and_then(single_digit) {
         return Some(0xffb0 + d);
     }
-    lower.strip_prefix("num").and_then(single_digit).map(|d| 0x30 + d)
+    lower
+        .strip_prefix("num")
+        .and_then(single_digit)
+        .map(|d| 0x30 + d)
 }
 
 fn single_digit(s: &str) -> Option<u32> {
@@ -208,9 +228,16 @@ pub fn resolve_keys(field: &str, names: &[String]) -> Result<Vec<Keysym>, Action
     let mut out = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
         let trimmed = name.trim();
-        let trimmed = if trimmed.is_empty() { name.as_str() } else { trimmed };
+        let trimmed = if trimmed.is_empty() {
+            name.as_str()
+        } else {
+            trimmed
+        };
         if trimmed.is_empty() {
-            return Err(ActionError::field(format!("{field}[{i}]"), "is empty; name a key such as \"Enter\""));
+            return Err(ActionError::field(
+                format!("{field}[{i}]"),
+                "is empty; name a key such as \"Enter\"",
+            ));
         }
         for part in split_combo(trimmed) {
             match keysym_for_name(part) {

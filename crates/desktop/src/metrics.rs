@@ -36,21 +36,37 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("bytebot_desktop");
         let actions = Family::<ActionLabels, Counter>::default();
         // 50 µs to ~26 s: clicks sit at the bottom, OCR and waits at the top.
-        let latency = Family::<ActionLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_05, 2.0, 20)));
+        let latency = Family::<ActionLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+        });
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("actions", "Computer-use actions run", actions.clone());
-        registry.register("action_duration_seconds", "Time to run one action", latency.clone());
+        registry.register(
+            "action_duration_seconds",
+            "Time to run one action",
+            latency.clone(),
+        );
         registry.register("http_requests", "HTTP requests answered", requests.clone());
-        Self { registry, actions, latency, requests }
+        Self {
+            registry,
+            actions,
+            latency,
+            requests,
+        }
     }
 }
 
 impl Metrics {
     /// Records one action.
     pub fn action(&self, name: &str, ok: bool, took: Duration) {
-        let labels = ActionLabels { action: name.to_string(), outcome: if ok { "ok" } else { "error" } };
+        let labels = ActionLabels {
+            action: name.to_string(),
+            outcome: if ok { "ok" } else { "error" },
+        };
         self.actions.get_or_create(&labels).inc();
-        self.latency.get_or_create(&labels).observe(took.as_secs_f64());
+        self.latency
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
     }
 
     /// Records one HTTP response.

@@ -24,16 +24,42 @@ impl OwnedX {
         let screen = format!("{width}x{height}x24");
         let fd_arg = std::os::fd::AsRawFd::as_raw_fd(&write_end).to_string();
         let xvfb = Command::new("Xvfb")
-            .args(["-displayfd", &fd_arg, "-screen", "0", &screen, "-nolisten", "tcp", "-noreset"])
-            .args(["+extension", "XTEST", "+extension", "DAMAGE", "+extension", "RANDR", "+extension", "RECORD"])
+            .args([
+                "-displayfd",
+                &fd_arg,
+                "-screen",
+                "0",
+                &screen,
+                "-nolisten",
+                "tcp",
+                "-noreset",
+            ])
+            .args([
+                "+extension",
+                "XTEST",
+                "+extension",
+                "DAMAGE",
+                "+extension",
+                "RANDR",
+                "+extension",
+                "RECORD",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| DesktopError::Unavailable(format!("cannot start Xvfb: {e} (install it: apt-get install xvfb)")))?;
+            .map_err(|e| {
+                DesktopError::Unavailable(format!(
+                    "cannot start Xvfb: {e} (install it: apt-get install xvfb)"
+                ))
+            })?;
         // Only Xvfb may hold the write end, so EOF tells us it died.
         drop(write_end);
-        let mut owned = Self { display: String::new(), xvfb, wm: None };
+        let mut owned = Self {
+            display: String::new(),
+            xvfb,
+            wm: None,
+        };
         let mut file = std::fs::File::from(read_end);
         // Xvfb writes "N\n" once it accepts connections; read up to the newline.
         let mut number = Vec::new();
@@ -73,9 +99,13 @@ impl OwnedX {
 fn wait_for_wm(x_display: &str, timeout: Duration) {
     use x11rb::connection::Connection;
     use x11rb::protocol::xproto::{AtomEnum, ConnectionExt as _};
-    let Ok((conn, n)) = x11rb::rust_connection::RustConnection::connect(Some(x_display)) else { return };
+    let Ok((conn, n)) = x11rb::rust_connection::RustConnection::connect(Some(x_display)) else {
+        return;
+    };
     let root = conn.setup().roots[n].root;
-    let Ok(atom) = super::x11::intern_atoms(&conn, ["_NET_SUPPORTING_WM_CHECK"]) else { return };
+    let Ok(atom) = super::x11::intern_atoms(&conn, ["_NET_SUPPORTING_WM_CHECK"]) else {
+        return;
+    };
     let start = Instant::now();
     while start.elapsed() < timeout {
         let ready = conn
@@ -88,7 +118,10 @@ fn wait_for_wm(x_display: &str, timeout: Duration) {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    tracing::warn!(x_display, "window manager did not announce itself within {timeout:?}");
+    tracing::warn!(
+        x_display,
+        "window manager did not announce itself within {timeout:?}"
+    );
 }
 
 impl Drop for OwnedX {
@@ -108,7 +141,10 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), DesktopError> {
     // SAFETY: fds is a valid array of two ints for pipe(2) to fill.
     let rc = unsafe { libc::pipe(fds.as_mut_ptr()) };
     if rc != 0 {
-        return Err(DesktopError::Unavailable(format!("pipe failed: {}", std::io::Error::last_os_error())));
+        return Err(DesktopError::Unavailable(format!(
+            "pipe failed: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     // The read end must not leak into Xvfb, or EOF would never come.
     // SAFETY: fds[0] is the read end pipe(2) just opened.

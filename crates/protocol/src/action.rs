@@ -299,8 +299,18 @@ impl Action {
         match self {
             Action::TraceMouse(a) => check_path("path", &a.path, 1, limits),
             Action::DragMouse(a) => check_path("path", &a.path, 2, limits),
-            Action::ClickMouse(a) => check_range("clickCount", a.click_count.into(), 1, limits.max_click_count.into()),
-            Action::Scroll(a) => check_range("scrollCount", a.scroll_count.into(), 1, limits.max_scroll_count.into()),
+            Action::ClickMouse(a) => check_range(
+                "clickCount",
+                a.click_count.into(),
+                1,
+                limits.max_click_count.into(),
+            ),
+            Action::Scroll(a) => check_range(
+                "scrollCount",
+                a.scroll_count.into(),
+                1,
+                limits.max_scroll_count.into(),
+            ),
             Action::TypeKeys(a) => {
                 check_keys(&a.keys)?;
                 check_delay("delay", a.delay, limits)
@@ -387,7 +397,12 @@ fn check_delay(field: &str, delay: Option<u64>, limits: &Limits) -> Result<(), A
     }
 }
 
-fn check_path(field: &str, path: &[Coordinates], min: usize, limits: &Limits) -> Result<(), ActionError> {
+fn check_path(
+    field: &str,
+    path: &[Coordinates],
+    min: usize,
+    limits: &Limits,
+) -> Result<(), ActionError> {
     if path.len() < min || path.len() > limits.max_path_points {
         return Err(ActionError::field(
             field,
@@ -429,7 +444,10 @@ fn check_text(field: &str, text: &str, limits: &Limits) -> Result<(), ActionErro
 
 fn check_path_string(path: &str) -> Result<(), ActionError> {
     if path.is_empty() {
-        return Err(ActionError::field("path", "is empty; give a file path inside the workspace"));
+        return Err(ActionError::field(
+            "path",
+            "is empty; give a file path inside the workspace",
+        ));
     }
     if path.contains('\0') {
         return Err(ActionError::field("path", "contains a NUL byte"));
@@ -444,11 +462,18 @@ pub fn parse_action(value: Value) -> Result<Action, ActionError> {
         Some(other) => {
             return Err(ActionError::field(
                 "action",
-                format!("must be a string, got {}; {}", json_kind(other), expected_actions()),
+                format!(
+                    "must be a string, got {}; {}",
+                    json_kind(other),
+                    expected_actions()
+                ),
             ));
         }
         None if value.is_object() => {
-            return Err(ActionError::field("action", format!("is missing; {}", expected_actions())));
+            return Err(ActionError::field(
+                "action",
+                format!("is missing; {}", expected_actions()),
+            ));
         }
         None => {
             return Err(ActionError {
@@ -579,7 +604,11 @@ mod tests {
     #[test]
     fn missing_action_and_non_object_bodies_are_explained() {
         assert_eq!(err(json!({})).field.as_deref(), Some("action"));
-        assert!(err(json!({"action": 3})).message.contains("must be a string"));
+        assert!(
+            err(json!({"action": 3}))
+                .message
+                .contains("must be a string")
+        );
         let e = err(json!([1, 2]));
         assert!(e.message.contains("JSON object"), "{e}");
     }
@@ -610,14 +639,30 @@ mod tests {
         let e = err(json!({"action": "click_mouse", "button": "left", "clickCount": -1}));
         assert_eq!(e.field.as_deref(), Some("clickCount"));
         let limits = Limits::default();
-        let a = parse_action(json!({"action": "click_mouse", "button": "left", "clickCount": 1000})).unwrap();
-        assert_eq!(a.validate(&limits).unwrap_err().field.as_deref(), Some("clickCount"));
+        let a =
+            parse_action(json!({"action": "click_mouse", "button": "left", "clickCount": 1000}))
+                .unwrap();
+        assert_eq!(
+            a.validate(&limits).unwrap_err().field.as_deref(),
+            Some("clickCount")
+        );
         let a = parse_action(json!({"action": "wait", "duration": 99_999_999})).unwrap();
-        assert_eq!(a.validate(&limits).unwrap_err().field.as_deref(), Some("duration"));
-        let a = parse_action(json!({"action": "scroll", "direction": "up", "scrollCount": 0})).unwrap();
-        assert_eq!(a.validate(&limits).unwrap_err().field.as_deref(), Some("scrollCount"));
-        let a = parse_action(json!({"action": "type_text", "text": "a", "delay": 100_000})).unwrap();
-        assert_eq!(a.validate(&limits).unwrap_err().field.as_deref(), Some("delay"));
+        assert_eq!(
+            a.validate(&limits).unwrap_err().field.as_deref(),
+            Some("duration")
+        );
+        let a =
+            parse_action(json!({"action": "scroll", "direction": "up", "scrollCount": 0})).unwrap();
+        assert_eq!(
+            a.validate(&limits).unwrap_err().field.as_deref(),
+            Some("scrollCount")
+        );
+        let a =
+            parse_action(json!({"action": "type_text", "text": "a", "delay": 100_000})).unwrap();
+        assert_eq!(
+            a.validate(&limits).unwrap_err().field.as_deref(),
+            Some("delay")
+        );
     }
 
     #[test]
@@ -628,15 +673,31 @@ mod tests {
             ..Limits::default()
         };
         let a = parse_action(json!({"action": "type_text", "text": "abcd"})).unwrap();
-        assert!(a.validate(&limits).unwrap_err().message.contains("over the limit"));
+        assert!(
+            a.validate(&limits)
+                .unwrap_err()
+                .message
+                .contains("over the limit")
+        );
         // Three multi-byte characters are within a three-character cap.
         let a = parse_action(json!({"action": "type_text", "text": "世界!"})).unwrap();
         a.validate(&limits).unwrap();
-        let a = parse_action(json!({"action": "write_file", "path": "x", "data": "aGVsbG8gd29ybGQ="})).unwrap();
-        assert_eq!(a.validate(&limits).unwrap_err().field.as_deref(), Some("data"));
+        let a =
+            parse_action(json!({"action": "write_file", "path": "x", "data": "aGVsbG8gd29ybGQ="}))
+                .unwrap();
+        assert_eq!(
+            a.validate(&limits).unwrap_err().field.as_deref(),
+            Some("data")
+        );
         // Exactly at the cap is allowed: "abc" is 3 bytes, "aGk=" is 2.
-        let at_cap = Limits { max_file_bytes: 2, ..Limits::default() };
-        parse_action(json!({"action": "write_file", "path": "x", "data": "aGk="})).unwrap().validate(&at_cap).unwrap();
+        let at_cap = Limits {
+            max_file_bytes: 2,
+            ..Limits::default()
+        };
+        parse_action(json!({"action": "write_file", "path": "x", "data": "aGk="}))
+            .unwrap()
+            .validate(&at_cap)
+            .unwrap();
     }
 
     #[test]

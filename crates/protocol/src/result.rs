@@ -95,4 +95,3 @@ pub struct BatchResult {
     /// Each action that ran, in order.
     pub results: Vec<BatchItem>,
 }
-

@@ -36,14 +36,19 @@ fn presented_token(req: &Request) -> Option<&str> {
     if let Some(bearer) = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
     {
         return Some(bearer.trim());
     }
-    if let Some(query) = req.uri().query() {
-        if let Some(t) = query.split('&').find_map(|kv| kv.strip_prefix("token=")) {
-            return Some(t);
-        }
+    if let Some(t) = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
+    {
+        return Some(t);
     }
     headers
         .get_all(axum::http::header::COOKIE)

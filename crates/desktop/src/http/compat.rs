@@ -62,24 +62,42 @@ impl AppState {
         let result = match action.validate(&self.desktop.limits).map(|()| action) {
             Err(e) => Err(e.into()),
             Ok(Action::ReadFile(a)) => {
-                let r = crate::files::read_action(&self.workspace, self.config.max_file_bytes, &a.path).await;
+                let r =
+                    crate::files::read_action(&self.workspace, self.config.max_file_bytes, &a.path)
+                        .await;
                 to_value(&r).map(Some)
             }
             Ok(Action::WriteFile(a)) => {
-                let r = crate::files::write_action(&self.workspace, self.config.max_file_bytes, &a.path, &a.data).await;
+                let r = crate::files::write_action(
+                    &self.workspace,
+                    self.config.max_file_bytes,
+                    &a.path,
+                    &a.data,
+                )
+                .await;
                 to_value(&r).map(Some)
             }
-            Ok(Action::Application(a)) => crate::apps::open(&self.desktop, &self.config.applications, &a.application)
-                .await
-                .map(|()| None),
+            Ok(Action::Application(a)) => {
+                crate::apps::open(&self.desktop, &self.config.applications, &a.application)
+                    .await
+                    .map(|()| None)
+            }
             Ok(other) => self.desktop.run(other).await,
         };
         let took = start.elapsed();
         let ok = result.is_ok();
         self.metrics.action(name, ok, took);
-        self.events.publish(DesktopEvent::Action { action: name.to_string(), ok, elapsed_us: took.as_micros() as u64 });
+        self.events.publish(DesktopEvent::Action {
+            action: name.to_string(),
+            ok,
+            elapsed_us: took.as_micros() as u64,
+        });
         match &result {
-            Ok(_) => tracing::debug!(action = name, took_us = took.as_micros() as u64, "action done"),
+            Ok(_) => tracing::debug!(
+                action = name,
+                took_us = took.as_micros() as u64,
+                "action done"
+            ),
             Err(e) => tracing::info!(action = name, error = %e, "action failed"),
         }
         result

@@ -34,7 +34,14 @@ impl ApiError {
 
     /// Any status with a code and message.
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self { status, body: ErrorBody { error: code.to_string(), message: message.into(), field: None } }
+        Self {
+            status,
+            body: ErrorBody {
+                error: code.to_string(),
+                message: message.into(),
+                field: None,
+            },
+        }
     }
 }
 
@@ -43,10 +50,20 @@ impl From<DesktopError> for ApiError {
         match e {
             DesktopError::BadInput(a) => Self {
                 status: StatusCode::BAD_REQUEST,
-                body: ErrorBody { error: "bad_request".into(), message: a.to_string(), field: a.field },
+                body: ErrorBody {
+                    error: "bad_request".into(),
+                    message: a.to_string(),
+                    field: a.field,
+                },
             },
-            DesktopError::Unavailable(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "display_unavailable", m),
-            other => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "action_failed", other.to_string()),
+            DesktopError::Unavailable(m) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "display_unavailable", m)
+            }
+            other => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "action_failed",
+                other.to_string(),
+            ),
         }
     }
 }

@@ -42,15 +42,28 @@ async fn ready(State(state): State<AppState>) -> Response {
     let desktop = Arc::clone(&state.desktop);
     let check = tokio::task::spawn_blocking(move || desktop.is_ready()).await;
     match check {
-        Ok(Ok(())) => Json(json!({ "status": "ready", "display": state.desktop.display() })).into_response(),
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "reason": e.to_string() }))).into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "reason": e.to_string() }))).into_response(),
+        Ok(Ok(())) => {
+            Json(json!({ "status": "ready", "display": state.desktop.display() })).into_response()
+        }
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "reason": e.to_string() })),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "reason": e.to_string() })),
+        )
+            .into_response(),
     }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()
@@ -60,8 +73,12 @@ async fn screen(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
     let desktop = Arc::clone(&state.desktop);
     let (w, h) = tokio::task::spawn_blocking(move || desktop.screen_size())
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
-    Ok(Json(json!({ "width": w, "height": h, "display": state.desktop.display() })))
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
+    Ok(Json(
+        json!({ "width": w, "height": h, "display": state.desktop.display() }),
+    ))
 }
 
 /// Query of `GET /v1/screenshot`.
@@ -79,7 +96,10 @@ struct ShotQuery {
     encoding: Option<String>,
 }
 
-async fn screenshot(State(state): State<AppState>, query: Result<Query<ShotQuery>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+async fn screenshot(
+    State(state): State<AppState>,
+    query: Result<Query<ShotQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| {
         ApiError::bad_field(
             "query",
@@ -88,17 +108,34 @@ async fn screenshot(State(state): State<AppState>, query: Result<Query<ShotQuery
     })?;
     let quality = q.quality.unwrap_or(80);
     if !(1..=100).contains(&quality) {
-        return Err(ApiError::bad_field("quality", format!("{quality} is out of range; expected 1 to 100")));
+        return Err(ApiError::bad_field(
+            "quality",
+            format!("{quality} is out of range; expected 1 to 100"),
+        ));
     }
     if q.max_width == Some(0) {
         return Err(ApiError::bad_field("max_width", "must be at least 1"));
     }
     let region = match (q.x, q.y, q.width, q.height) {
         (None, None, None, None) => None,
-        (x, y, Some(width), Some(height)) => Some(Region { x: x.unwrap_or(0), y: y.unwrap_or(0), width, height }),
-        _ => return Err(ApiError::bad_field("width", "a region needs width and height (x and y default to 0)")),
+        (x, y, Some(width), Some(height)) => Some(Region {
+            x: x.unwrap_or(0),
+            y: y.unwrap_or(0),
+            width,
+            height,
+        }),
+        _ => {
+            return Err(ApiError::bad_field(
+                "width",
+                "a region needs width and height (x and y default to 0)",
+            ));
+        }
     };
-    let opts = EncodeOptions { format: q.format.unwrap_or_default(), quality, max_width: q.max_width };
+    let opts = EncodeOptions {
+        format: q.format.unwrap_or_default(),
+        quality,
+        max_width: q.max_width,
+    };
     let (shot, region) = state.desktop.screenshot(region, opts).await?;
     let scale = format!("{}", shot.scale);
     if q.encoding.as_deref() == Some("json") {
@@ -114,11 +151,20 @@ async fn screenshot(State(state): State<AppState>, query: Result<Query<ShotQuery
     }
     let mut response = shot.bytes.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(opts.format.mime()));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(opts.format.mime()),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     for (name, value) in [
         ("x-bytebot-scale", scale),
-        ("x-bytebot-region", format!("{},{},{},{}", region.x, region.y, region.width, region.height)),
+        (
+            "x-bytebot-region",
+            format!(
+                "{},{},{},{}",
+                region.x, region.y, region.width, region.height
+            ),
+        ),
         ("x-bytebot-size", format!("{}x{}", shot.width, shot.height)),
     ] {
         if let Ok(v) = HeaderValue::from_str(&value) {
@@ -140,16 +186,27 @@ const MAX_BATCH: usize = 1000;
 
 async fn batch(State(state): State<AppState>, body: Bytes) -> Result<Json<BatchResult>, ApiError> {
     let body: BatchBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_field("actions", format!("{e}; expected {{\"actions\": [{{\"action\": \"click_mouse\", ...}}, ...]}}"))
+        ApiError::bad_field(
+            "actions",
+            format!("{e}; expected {{\"actions\": [{{\"action\": \"click_mouse\", ...}}, ...]}}"),
+        )
     })?;
     if body.actions.is_empty() || body.actions.len() > MAX_BATCH {
-        return Err(ApiError::bad_field("actions", format!("has {} actions; expected 1 to {MAX_BATCH}", body.actions.len())));
+        return Err(ApiError::bad_field(
+            "actions",
+            format!(
+                "has {} actions; expected 1 to {MAX_BATCH}",
+                body.actions.len()
+            ),
+        ));
     }
     // Refuse the whole batch before running anything if any action is malformed.
     let mut actions = Vec::with_capacity(body.actions.len());
     for (i, v) in body.actions.into_iter().enumerate() {
         let action = parse_action(v).map_err(|e| e.within(&format!("actions[{i}]")))?;
-        action.validate(&state.desktop.limits).map_err(|e| e.within(&format!("actions[{i}]")))?;
+        action
+            .validate(&state.desktop.limits)
+            .map_err(|e| e.within(&format!("actions[{i}]")))?;
         actions.push(action);
     }
     let total = actions.len();
@@ -161,15 +218,34 @@ async fn batch(State(state): State<AppState>, body: Bytes) -> Result<Json<BatchR
         let elapsed_us = start.elapsed().as_micros() as u64;
         let ok = outcome.is_ok();
         results.push(match outcome {
-            Ok(result) => BatchItem { index, action: name, ok, result, error: None, elapsed_us },
-            Err(e) => BatchItem { index, action: name, ok, result: None, error: Some(e.to_string()), elapsed_us },
+            Ok(result) => BatchItem {
+                index,
+                action: name,
+                ok,
+                result,
+                error: None,
+                elapsed_us,
+            },
+            Err(e) => BatchItem {
+                index,
+                action: name,
+                ok,
+                result: None,
+                error: Some(e.to_string()),
+                elapsed_us,
+            },
         });
         if !ok {
             break;
         }
     }
     let completed = results.len();
-    Ok(Json(BatchResult { ok: results.iter().all(|r| r.ok), completed, total, results }))
+    Ok(Json(BatchResult {
+        ok: results.iter().all(|r| r.ok),
+        completed,
+        total,
+        results,
+    }))
 }
 
 /// Body of `POST /v1/settle`.
@@ -192,14 +268,31 @@ fn default_timeout() -> u64 {
 
 async fn settle(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let body: SettleBody = if body.is_empty() {
-        SettleBody { quiet_ms: default_quiet(), timeout_ms: default_timeout() }
+        SettleBody {
+            quiet_ms: default_quiet(),
+            timeout_ms: default_timeout(),
+        }
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_field("body", format!("{e}; expected {{\"quiet_ms\": 150, \"timeout_ms\": 5000}}")))?
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_field(
+                "body",
+                format!("{e}; expected {{\"quiet_ms\": 150, \"timeout_ms\": 5000}}"),
+            )
+        })?
     };
     if body.quiet_ms > 60_000 || body.timeout_ms > 60_000 {
-        return Err(ApiError::bad_field("timeout_ms", "quiet_ms and timeout_ms must be at most 60000"));
+        return Err(ApiError::bad_field(
+            "timeout_ms",
+            "quiet_ms and timeout_ms must be at most 60000",
+        ));
     }
-    let s = state.desktop.settle(Duration::from_millis(body.quiet_ms), Duration::from_millis(body.timeout_ms)).await;
+    let s = state
+        .desktop
+        .settle(
+            Duration::from_millis(body.quiet_ms),
+            Duration::from_millis(body.timeout_ms),
+        )
+        .await;
     Ok(Json(json!(s)))
 }
 
@@ -207,17 +300,25 @@ async fn windows(State(state): State<AppState>) -> Result<Json<Value>, ApiError>
     let desktop = Arc::clone(&state.desktop);
     let list = tokio::task::spawn_blocking(move || desktop.with_session(|s| s.windows()))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
     Ok(Json(json!({ "windows": list })))
 }
 
-async fn focus_window(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn focus_window(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let id = parse_window_id(&id)?;
     let desktop = Arc::clone(&state.desktop);
     tokio::task::spawn_blocking(move || {
         desktop.with_session(|s| {
             if !s.windows()?.iter().any(|w| w.id == id) {
-                return Err(crate::error::DesktopError::field("id", format!("no window {id}; GET /v1/windows lists them")));
+                return Err(crate::error::DesktopError::field(
+                    "id",
+                    format!("no window {id}; GET /v1/windows lists them"),
+                ));
             }
             s.focus_window(id)
         })
@@ -232,13 +333,20 @@ fn parse_window_id(s: &str) -> Result<u32, ApiError> {
         Some(hex) => u32::from_str_radix(hex, 16).ok(),
         None => s.parse().ok(),
     };
-    parsed.ok_or_else(|| ApiError::bad_field("id", format!("\"{s}\" is not a window id (decimal or 0x hex)")))
+    parsed.ok_or_else(|| {
+        ApiError::bad_field(
+            "id",
+            format!("\"{s}\" is not a window id (decimal or 0x hex)"),
+        )
+    })
 }
 
 async fn minimize_all(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
     let desktop = Arc::clone(&state.desktop);
     tokio::task::spawn_blocking(move || desktop.with_session(|s| s.show_desktop()))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
     Ok(StatusCode::NO_CONTENT)
 }

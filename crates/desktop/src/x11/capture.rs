@@ -44,9 +44,14 @@ impl Region {
     /// Checks the region lies on a `screen_w`×`screen_h` screen.
     pub fn check(&self, screen_w: u32, screen_h: u32) -> Result<(), DesktopError> {
         if self.width == 0 || self.height == 0 {
-            return Err(DesktopError::field("region", "width and height must be at least 1"));
+            return Err(DesktopError::field(
+                "region",
+                "width and height must be at least 1",
+            ));
         }
-        if self.x.saturating_add(self.width) > screen_w || self.y.saturating_add(self.height) > screen_h {
+        if self.x.saturating_add(self.width) > screen_w
+            || self.y.saturating_add(self.height) > screen_h
+        {
             return Err(DesktopError::field(
                 "region",
                 format!(
@@ -91,7 +96,11 @@ impl ShmCapture {
 
     /// Sets up a segment, or `None` when MIT-SHM (with fd passing) is missing.
     pub fn new(conn: &RustConnection) -> Option<Self> {
-        let present = conn.extension_information(shm::X11_EXTENSION_NAME).ok().flatten().is_some();
+        let present = conn
+            .extension_information(shm::X11_EXTENSION_NAME)
+            .ok()
+            .flatten()
+            .is_some();
         if !present {
             return None;
         }
@@ -125,8 +134,18 @@ pub fn capture(
     let (x, y) = (to_i16(region.x)?, to_i16(region.y)?);
     let (w, h) = (to_u16(region.width)?, to_u16(region.height)?);
     if let Some(shm) = shm.filter(|_| len <= ShmCapture::MAX_BYTES) {
-        conn.shm_get_image(root, x, y, w, h, !0, ImageFormat::Z_PIXMAP.into(), shm.seg, 0)?
-            .reply()?;
+        conn.shm_get_image(
+            root,
+            x,
+            y,
+            w,
+            h,
+            !0,
+            ImageFormat::Z_PIXMAP.into(),
+            shm.seg,
+            0,
+        )?
+        .reply()?;
         return Ok(Frame {
             width: region.width,
             height: region.height,
@@ -152,9 +171,11 @@ pub fn capture(
 }
 
 fn to_i16(v: u32) -> Result<i16, DesktopError> {
-    i16::try_from(v).map_err(|_| DesktopError::field("region", format!("{v} is beyond the X coordinate range")))
+    i16::try_from(v)
+        .map_err(|_| DesktopError::field("region", format!("{v} is beyond the X coordinate range")))
 }
 
 fn to_u16(v: u32) -> Result<u16, DesktopError> {
-    u16::try_from(v).map_err(|_| DesktopError::field("region", format!("{v} is beyond the X size range")))
+    u16::try_from(v)
+        .map_err(|_| DesktopError::field("region", format!("{v} is beyond the X size range")))
 }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use x11rb::connection::Connection;
 use x11rb::protocol::Event;
 use x11rb::protocol::xproto::{
-    Atom, AtomEnum, ConnectionExt as _, CreateWindowAux, EventMask, PropMode, SELECTION_NOTIFY_EVENT,
-    SelectionNotifyEvent, SelectionRequestEvent, Window, WindowClass,
+    Atom, AtomEnum, ConnectionExt as _, CreateWindowAux, EventMask, PropMode,
+    SELECTION_NOTIFY_EVENT, SelectionNotifyEvent, SelectionRequestEvent, Window, WindowClass,
 };
 use x11rb::rust_connection::RustConnection;
 use x11rb::wrapper::ConnectionExt as _;
@@ -33,19 +33,44 @@ impl Clipboard {
     pub fn start(display: &str) -> Result<Self, DesktopError> {
         let (conn, screen_num) = RustConnection::connect(Some(display))?;
         let root = conn.setup().roots[screen_num].root;
-        let window = conn.generate_id().map_err(|e| DesktopError::X(e.to_string()))?;
-        conn.create_window(0, window, root, 0, 0, 1, 1, 0, WindowClass::INPUT_ONLY, 0, &CreateWindowAux::new().event_mask(EventMask::PROPERTY_CHANGE))?;
-        let [clipboard, targets, utf8, text] = intern_atoms(&conn, ["CLIPBOARD", "TARGETS", "UTF8_STRING", "TEXT"])?;
+        let window = conn
+            .generate_id()
+            .map_err(|e| DesktopError::X(e.to_string()))?;
+        conn.create_window(
+            0,
+            window,
+            root,
+            0,
+            0,
+            1,
+            1,
+            0,
+            WindowClass::INPUT_ONLY,
+            0,
+            &CreateWindowAux::new().event_mask(EventMask::PROPERTY_CHANGE),
+        )?;
+        let [clipboard, targets, utf8, text] =
+            intern_atoms(&conn, ["CLIPBOARD", "TARGETS", "UTF8_STRING", "TEXT"])?;
         conn.flush()?;
         let conn = Arc::new(conn);
         let shared = Arc::new(Mutex::new(Vec::new()));
-        let atoms = Atoms { clipboard, targets, utf8, text };
+        let atoms = Atoms {
+            clipboard,
+            targets,
+            utf8,
+            text,
+        };
         let (c, t) = (Arc::clone(&conn), Arc::clone(&shared));
         std::thread::Builder::new()
             .name("x11-clipboard".into())
             .spawn(move || serve(&c, window, &atoms, &t))
             .map_err(|e| DesktopError::Failed(format!("cannot start the clipboard thread: {e}")))?;
-        Ok(Self { conn, window, clipboard, text: shared })
+        Ok(Self {
+            conn,
+            window,
+            clipboard,
+            text: shared,
+        })
     }
 
     /// Takes ownership of CLIPBOARD with `text`; returns once the server knows.
@@ -53,10 +78,13 @@ impl Clipboard {
         if let Ok(mut slot) = self.text.lock() {
             *slot = text.as_bytes().to_vec();
         }
-        self.conn.set_selection_owner(self.window, self.clipboard, x11rb::CURRENT_TIME)?;
+        self.conn
+            .set_selection_owner(self.window, self.clipboard, x11rb::CURRENT_TIME)?;
         let owner = self.conn.get_selection_owner(self.clipboard)?.reply()?;
         if owner.owner != self.window {
-            return Err(DesktopError::X("another client took the clipboard at once".into()));
+            return Err(DesktopError::X(
+                "another client took the clipboard at once".into(),
+            ));
         }
         Ok(())
     }
@@ -88,17 +116,42 @@ fn serve(conn: &RustConnection, window: Window, atoms: &Atoms, text: &Mutex<Vec<
     }
 }
 
-fn answer(conn: &RustConnection, window: Window, atoms: &Atoms, req: &SelectionRequestEvent, data: &[u8]) -> Result<(), DesktopError> {
+fn answer(
+    conn: &RustConnection,
+    window: Window,
+    atoms: &Atoms,
+    req: &SelectionRequestEvent,
+    data: &[u8],
+) -> Result<(), DesktopError> {
     // Old clients send property None: reply on the target atom instead (ICCCM).
-    let property = if req.property == x11rb::NONE { req.target } else { req.property };
+    let property = if req.property == x11rb::NONE {
+        req.target
+    } else {
+        req.property
+    };
     let served = if req.owner != window || req.selection != atoms.clipboard {
         false
     } else if req.target == atoms.targets {
-        let list = [atoms.targets, atoms.utf8, atoms.text, AtomEnum::STRING.into()];
-        conn.change_property32(PropMode::REPLACE, req.requestor, property, AtomEnum::ATOM, &list)?;
+        let list = [
+            atoms.targets,
+            atoms.utf8,
+            atoms.text,
+            AtomEnum::STRING.into(),
+        ];
+        conn.change_property32(
+            PropMode::REPLACE,
+            req.requestor,
+            property,
+            AtomEnum::ATOM,
+            &list,
+        )?;
         true
     } else if [atoms.utf8, atoms.text, AtomEnum::STRING.into()].contains(&req.target) {
-        let kind = if req.target == atoms.text { atoms.utf8 } else { req.target };
+        let kind = if req.target == atoms.text {
+            atoms.utf8
+        } else {
+            req.target
+        };
         conn.change_property8(PropMode::REPLACE, req.requestor, property, kind, data)?;
         true
     } else {

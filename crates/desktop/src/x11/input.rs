@@ -7,7 +7,10 @@ use crate::error::DesktopError;
 use bytebot_protocol::{Button, ScrollDirection};
 use std::time::Duration;
 use x11rb::connection::Connection;
-use x11rb::protocol::xproto::{BUTTON_PRESS_EVENT, BUTTON_RELEASE_EVENT, KEY_PRESS_EVENT, KEY_RELEASE_EVENT, Keysym, MOTION_NOTIFY_EVENT};
+use x11rb::protocol::xproto::{
+    BUTTON_PRESS_EVENT, BUTTON_RELEASE_EVENT, KEY_PRESS_EVENT, KEY_RELEASE_EVENT, Keysym,
+    MOTION_NOTIFY_EVENT,
+};
 use x11rb::protocol::xtest::ConnectionExt as _;
 
 /// Keysym of the left Shift key.
@@ -51,15 +54,25 @@ impl XSession {
 
     /// Presses or releases a mouse button (by X number) where the pointer is.
     pub fn button(&self, number: u8, down: bool) -> Result<(), DesktopError> {
-        let kind = if down { BUTTON_PRESS_EVENT } else { BUTTON_RELEASE_EVENT };
-        self.conn.xtest_fake_input(kind, number, 0, self.root, 0, 0, 0)?;
+        let kind = if down {
+            BUTTON_PRESS_EVENT
+        } else {
+            BUTTON_RELEASE_EVENT
+        };
+        self.conn
+            .xtest_fake_input(kind, number, 0, self.root, 0, 0, 0)?;
         Ok(())
     }
 
     /// Presses or releases a keycode.
     pub fn keycode(&self, keycode: u8, down: bool) -> Result<(), DesktopError> {
-        let kind = if down { KEY_PRESS_EVENT } else { KEY_RELEASE_EVENT };
-        self.conn.xtest_fake_input(kind, keycode, 0, self.root, 0, 0, 0)?;
+        let kind = if down {
+            KEY_PRESS_EVENT
+        } else {
+            KEY_RELEASE_EVENT
+        };
+        self.conn
+            .xtest_fake_input(kind, keycode, 0, self.root, 0, 0, 0)?;
         Ok(())
     }
 
@@ -80,7 +93,10 @@ impl XSession {
         match self.keymap.remap_spare(&self.conn, keysym)? {
             Some(keycode) => {
                 used.push(keycode);
-                Ok(KeyPos { keycode, shift: false })
+                Ok(KeyPos {
+                    keycode,
+                    shift: false,
+                })
             }
             None => Err(DesktopError::Failed(format!(
                 "keysym 0x{keysym:x} is not on the keyboard layout and no spare keycode is free to map it"
@@ -90,7 +106,12 @@ impl XSession {
 
     /// Presses or releases the key that produces `keysym`, with Shift when the
     /// keysym sits on the shifted level.
-    pub fn keysym(&mut self, keysym: Keysym, down: bool, used: &mut Vec<u8>) -> Result<(), DesktopError> {
+    pub fn keysym(
+        &mut self,
+        keysym: Keysym,
+        down: bool,
+        used: &mut Vec<u8>,
+    ) -> Result<(), DesktopError> {
         let pos = self.key_for(keysym, used)?;
         self.keycode(pos.keycode, down)
     }
@@ -105,7 +126,11 @@ impl XSession {
             _ => keysym,
         };
         let pos = self.key_for(keysym, used)?;
-        let shift = if pos.shift { Some(self.key_for(SHIFT_L, used)?) } else { None };
+        let shift = if pos.shift {
+            Some(self.key_for(SHIFT_L, used)?)
+        } else {
+            None
+        };
         if let Some(s) = shift {
             self.keycode(s.keycode, true)?;
         }

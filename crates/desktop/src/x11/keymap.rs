@@ -92,7 +92,11 @@ impl Keymap {
 
     /// Maps `keysym` onto the next spare keycode (both levels, so Shift does
     /// not matter) and returns it; `None` when the layout has no spare keycode.
-    pub fn remap_spare(&mut self, conn: &impl Connection, keysym: Keysym) -> Result<Option<Keycode>, DesktopError> {
+    pub fn remap_spare(
+        &mut self,
+        conn: &impl Connection,
+        keysym: Keysym,
+    ) -> Result<Option<Keycode>, DesktopError> {
         if self.spare.is_empty() {
             return Ok(None);
         }
@@ -104,14 +108,19 @@ impl Keymap {
         // Forget whatever keysym this spare carried before.
         let base = usize::from(keycode - self.min) * per;
         for slot in &mut self.syms[base..base + per] {
-            if let Some(old) = Some(*slot).filter(|&s| s != 0) {
-                if self.index.get(&old).map(|p| p.keycode) == Some(keycode) {
-                    self.index.remove(&old);
-                }
+            let old = *slot;
+            if old != 0 && self.index.get(&old).map(|p| p.keycode) == Some(keycode) {
+                self.index.remove(&old);
             }
             *slot = keysym;
         }
-        self.index.insert(keysym, KeyPos { keycode, shift: false });
+        self.index.insert(
+            keysym,
+            KeyPos {
+                keycode,
+                shift: false,
+            },
+        );
         Ok(Some(keycode))
     }
 

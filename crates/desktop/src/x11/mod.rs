@@ -33,13 +33,12 @@ pub struct XSession {
 impl XSession {
     /// Connects to `display` (e.g. `:99`) and checks the extensions we rely on.
     pub fn connect(display: &str) -> Result<Self, DesktopError> {
-        let (conn, screen_num) = RustConnection::connect(Some(display))
-            .map_err(|e| DesktopError::Unavailable(format!("cannot connect to X display {display}: {e}")))?;
-        let screen = conn
-            .setup()
-            .roots
-            .get(screen_num)
-            .ok_or_else(|| DesktopError::Unavailable(format!("display {display} has no screen {screen_num}")))?;
+        let (conn, screen_num) = RustConnection::connect(Some(display)).map_err(|e| {
+            DesktopError::Unavailable(format!("cannot connect to X display {display}: {e}"))
+        })?;
+        let screen = conn.setup().roots.get(screen_num).ok_or_else(|| {
+            DesktopError::Unavailable(format!("display {display} has no screen {screen_num}"))
+        })?;
         let root = screen.root;
         capture::check_pixel_format(&conn, screen_num)?;
         let has_xtest = conn

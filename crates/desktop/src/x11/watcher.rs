@@ -34,7 +34,9 @@ impl DamageWatcher {
         let (conn, screen_num) = RustConnection::connect(Some(display))?;
         let root = conn.setup().roots[screen_num].root;
         conn.damage_query_version(1, 1)?.reply()?;
-        let damage = conn.generate_id().map_err(|e| DesktopError::X(e.to_string()))?;
+        let damage = conn
+            .generate_id()
+            .map_err(|e| DesktopError::X(e.to_string()))?;
         conn.damage_create(damage, root, ReportLevel::NON_EMPTY)?;
         conn.flush()?;
         let epoch = Instant::now();
@@ -64,7 +66,11 @@ impl DamageWatcher {
                 a.store(false, Ordering::Relaxed);
             })
             .map_err(|e| DesktopError::Failed(format!("cannot start the damage thread: {e}")))?;
-        Ok(Self { epoch, last_change_us: last, alive })
+        Ok(Self {
+            epoch,
+            last_change_us: last,
+            alive,
+        })
     }
 
     /// Whether the watcher's connection is still up.
@@ -84,14 +90,26 @@ impl DamageWatcher {
         loop {
             let quiet_for = self.quiet_for();
             if quiet_for >= quiet {
-                return Settle { settled: true, waited_ms: start.elapsed().as_millis() as u64 };
+                return Settle {
+                    settled: true,
+                    waited_ms: start.elapsed().as_millis() as u64,
+                };
             }
             if start.elapsed() >= timeout {
-                return Settle { settled: false, waited_ms: start.elapsed().as_millis() as u64 };
+                return Settle {
+                    settled: false,
+                    waited_ms: start.elapsed().as_millis() as u64,
+                };
             }
             let remaining_quiet = quiet - quiet_for;
             let remaining_time = timeout.saturating_sub(start.elapsed());
-            tokio::time::sleep(remaining_quiet.min(remaining_time).min(Duration::from_millis(20)).max(Duration::from_millis(1))).await;
+            tokio::time::sleep(
+                remaining_quiet
+                    .min(remaining_time)
+                    .min(Duration::from_millis(20))
+                    .max(Duration::from_millis(1)),
+            )
+            .await;
         }
     }
 }

@@ -5,7 +5,9 @@ use super::{XSession, intern_atoms};
 use crate::error::DesktopError;
 use serde::Serialize;
 use x11rb::connection::Connection;
-use x11rb::protocol::xproto::{AtomEnum, ClientMessageEvent, ConnectionExt as _, EventMask, Window};
+use x11rb::protocol::xproto::{
+    AtomEnum, ClientMessageEvent, ConnectionExt as _, EventMask, Window,
+};
 
 /// One application window as the window manager sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,7 +43,15 @@ struct Atoms {
 }
 
 fn atoms(conn: &impl Connection) -> Result<Atoms, DesktopError> {
-    let [client_list, active, wm_name, utf8, wm_state, hidden, showing_desktop] = intern_atoms(
+    let [
+        client_list,
+        active,
+        wm_name,
+        utf8,
+        wm_state,
+        hidden,
+        showing_desktop,
+    ] = intern_atoms(
         conn,
         [
             "_NET_CLIENT_LIST",
@@ -53,37 +63,79 @@ fn atoms(conn: &impl Connection) -> Result<Atoms, DesktopError> {
             "_NET_SHOWING_DESKTOP",
         ],
     )?;
-    Ok(Atoms { client_list, active, wm_name, utf8, wm_state, hidden, showing_desktop })
+    Ok(Atoms {
+        client_list,
+        active,
+        wm_name,
+        utf8,
+        wm_state,
+        hidden,
+        showing_desktop,
+    })
 }
 
 impl XSession {
-    fn prop32(&self, window: Window, atom: u32, kind: impl Into<u32>) -> Result<Vec<u32>, DesktopError> {
-        let reply = self.conn.get_property(false, window, atom, kind, 0, 1 << 16)?.reply()?;
+    fn prop32(
+        &self,
+        window: Window,
+        atom: u32,
+        kind: impl Into<u32>,
+    ) -> Result<Vec<u32>, DesktopError> {
+        let reply = self
+            .conn
+            .get_property(false, window, atom, kind, 0, 1 << 16)?
+            .reply()?;
         Ok(reply.value32().map(|v| v.collect()).unwrap_or_default())
     }
 
-    fn prop_bytes(&self, window: Window, atom: impl Into<u32>, kind: impl Into<u32>) -> Result<Vec<u8>, DesktopError> {
-        Ok(self.conn.get_property(false, window, atom, kind, 0, 1 << 16)?.reply()?.value)
+    fn prop_bytes(
+        &self,
+        window: Window,
+        atom: impl Into<u32>,
+        kind: impl Into<u32>,
+    ) -> Result<Vec<u8>, DesktopError> {
+        Ok(self
+            .conn
+            .get_property(false, window, atom, kind, 0, 1 << 16)?
+            .reply()?
+            .value)
     }
 
     /// Lists the window manager's client windows, in stacking order.
     pub fn windows(&self) -> Result<Vec<WindowInfo>, DesktopError> {
         let a = atoms(&self.conn)?;
         let ids = self.prop32(self.root, a.client_list, AtomEnum::WINDOW)?;
-        let active = self.prop32(self.root, a.active, AtomEnum::WINDOW)?.first().copied().unwrap_or(0);
+        let active = self
+            .prop32(self.root, a.active, AtomEnum::WINDOW)?
+            .first()
+            .copied()
+            .unwrap_or(0);
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             // A window may vanish between the list and these calls; skip it.
-            let Ok(info) = self.window_info(id, &a, active) else { continue };
+            let Ok(info) = self.window_info(id, &a, active) else {
+                continue;
+            };
             out.push(info);
         }
         Ok(out)
     }
 
-    fn window_info(&self, id: Window, a: &Atoms, active: Window) -> Result<WindowInfo, DesktopError> {
-        let mut title = String::from_utf8_lossy(&self.prop_bytes(id, a.wm_name, a.utf8)?).into_owned();
+    fn window_info(
+        &self,
+        id: Window,
+        a: &Atoms,
+        active: Window,
+    ) -> Result<WindowInfo, DesktopError> {
+        let mut title =
+            String::from_utf8_lossy(&self.prop_bytes(id, a.wm_name, a.utf8)?).into_owned();
         if title.is_empty() {
-            title = String::from_utf8_lossy(&self.prop_bytes(id, AtomEnum::WM_NAME, AtomEnum::STRING)?).into_owned();
+            title = String::from_utf8_lossy(&self.prop_bytes(
+                id,
+                AtomEnum::WM_NAME,
+                AtomEnum::STRING,
+            )?)
+            .into_owned();
         }
         let class = self
             .prop_bytes(id, AtomEnum::WM_CLASS, AtomEnum::STRING)?
@@ -92,7 +144,10 @@ impl XSession {
             .map(|s| String::from_utf8_lossy(s).into_owned())
             .collect();
         let geo = self.conn.get_geometry(id)?.reply()?;
-        let pos = self.conn.translate_coordinates(id, self.root, 0, 0)?.reply()?;
+        let pos = self
+            .conn
+            .translate_coordinates(id, self.root, 0, 0)?
+            .reply()?;
         let state = self.prop32(id, a.wm_state, AtomEnum::ATOM)?;
         Ok(WindowInfo {
             id,
@@ -122,7 +177,12 @@ impl XSession {
         self.sync()
     }
 
-    fn client_message(&self, window: Window, kind: u32, data: [u32; 5]) -> Result<(), DesktopError> {
+    fn client_message(
+        &self,
+        window: Window,
+        kind: u32,
+        data: [u32; 5],
+    ) -> Result<(), DesktopError> {
         let event = ClientMessageEvent::new(32, window, kind, data);
         self.conn.send_event(
             false,
