@@ -37,6 +37,8 @@ pub struct Inner {
     pub events: EventHub,
     /// The workspace folder file actions are confined to.
     pub workspace: PathBuf,
+    /// The live view's x11vnc, when `desktop.vnc` is on.
+    pub vnc: Option<crate::vnc::Vnc>,
 }
 
 impl std::ops::Deref for AppState {
@@ -49,6 +51,17 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// Builds the state around a connected desktop.
     pub fn new(desktop: Arc<Desktop>, config: DesktopConfig, token: String, workspace: PathBuf) -> Self {
+        Self::with_vnc(desktop, config, token, workspace, None)
+    }
+
+    /// Like [`new`](Self::new), with the live view's running x11vnc.
+    pub fn with_vnc(
+        desktop: Arc<Desktop>,
+        config: DesktopConfig,
+        token: String,
+        workspace: PathBuf,
+        vnc: Option<crate::vnc::Vnc>,
+    ) -> Self {
         Self(Arc::new(Inner {
             desktop,
             config,
@@ -56,6 +69,7 @@ impl AppState {
             metrics: Metrics::default(),
             events: EventHub::default(),
             workspace,
+            vnc,
         }))
     }
 }
@@ -107,7 +121,8 @@ impl Server {
         std::fs::create_dir_all(&workspace)
             .map_err(|e| DesktopError::Failed(format!("cannot create the workspace {}: {e}", workspace.display())))?;
         let desktop = Desktop::connect(&display, limits(&config))?;
-        let state = AppState::new(desktop, config, token, workspace);
+        let vnc = if config.vnc { Some(crate::vnc::Vnc::start(&display)?) } else { None };
+        let state = AppState::with_vnc(desktop, config, token, workspace, vnc);
         Ok(Self { state, owned_x })
     }
 
