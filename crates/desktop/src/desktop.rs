@@ -13,7 +13,9 @@ use crate::x11::clipboard::Clipboard;
 use crate::x11::input::{button_number, scroll_button};
 use crate::x11::watcher::{DamageWatcher, Settle};
 use base64::Engine as _;
-use bytebot_protocol::action::{ClickMouse, DragMouse, PressKeys, PressMouse, Scroll, TraceMouse, TypeKeys};
+use bytebot_protocol::action::{
+    ClickMouse, DragMouse, PressKeys, PressMouse, Scroll, TraceMouse, TypeKeys,
+};
 use bytebot_protocol::{Action, Coordinates, CursorPosition, Limits, Press};
 use serde_json::Value;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,6 +34,8 @@ pub struct Desktop {
     watcher: Mutex<Option<DamageWatcher>>,
     /// Bounds on counts, sizes and durations.
     pub limits: Limits,
+    /// When our own XTEST input runs, so input tracking can leave it out.
+    pub injection: crate::record::Injection,
 }
 
 impl Desktop {
@@ -44,6 +48,7 @@ impl Desktop {
             clipboard: Mutex::new(None),
             watcher: Mutex::new(DamageWatcher::start(display).ok()),
             limits,
+            injection: crate::record::Injection::default(),
         };
         Ok(Arc::new(desktop))
     }
@@ -54,7 +59,10 @@ impl Desktop {
     }
 
     /// Runs `f` with a live session, reconnecting first if the last one died.
-    pub fn with_session<T>(&self, f: impl FnOnce(&mut XSession) -> Result<T, DesktopError>) -> Result<T, DesktopError> {
+    pub fn with_session<T>(
+        &self,
+        f: impl FnOnce(&mut XSession) -> Result<T, DesktopError>,
+    ) -> Result<T, DesktopError> {
         let mut guard = lock(&self.session);
         if guard.is_none() {
             *guard = Some(XSession::connect(&self.display)?);
@@ -89,7 +97,12 @@ impl Desktop {
         self.with_session(|s| {
             let (w, h) = s.screen_size()?;
             let (w, h) = (u32::from(w), u32::from(h));
-            let region = region.unwrap_or(Region { x: 0, y: 0, width: w, height: h });
+            let region = region.unwrap_or(Region {
+                x: 0,
+                y: 0,
+                width: w,
+                height: h,
+            });
             region.check(w, h)?;
             let frame = capture::capture(&s.conn, s.root, s.shm.as_ref(), region)?;
             Ok((frame, region))
@@ -97,7 +110,11 @@ impl Desktop {
     }
 
     /// Captures and encodes, off the async runtime.
-    pub async fn screenshot(self: &Arc<Self>, region: Option<Region>, opts: EncodeOptions) -> Result<(Encoded, Region), DesktopError> {
+    pub async fn screenshot(
+        self: &Arc<Self>,
+        region: Option<Region>,
+        opts: EncodeOptions,
+    ) -> Result<(Encoded, Region), DesktopError> {
         let me = Arc::clone(self);
         blocking(move || {
             let (frame, region) = me.capture(region)?;
@@ -110,8 +127,14 @@ impl Desktop {
     /// returns unsettled at once.
     pub async fn settle(&self, quiet: Duration, timeout: Duration) -> Settle {
         let watcher = lock(&self.watcher).take();
-        let Some(watcher) = watcher.filter(DamageWatcher::is_alive).or_else(|| DamageWatcher::start(&self.display).ok()) else {
-            return Settle { settled: false, waited_ms: 0 };
+        let Some(watcher) = watcher
+            .filter(DamageWatcher::is_alive)
+            .or_else(|| DamageWatcher::start(&self.display).ok())
+        else {
+            return Settle {
+                settled: false,
+                waited_ms: 0,
+            };
         };
         let result = watcher.settle(quiet, timeout).await;
         *lock(&self.watcher) = Some(watcher);
@@ -149,6 +172,7 @@ impl Desktop {
             Action::PasteText(p) => {
                 let me = Arc::clone(self);
                 blocking(move || {
+                    let _injecting = me.injection.guard();
                     me.set_clipboard(&p.text)?;
                     me.with_session(|s| chord(s, &[CONTROL_L, u32::from('v')], Duration::ZERO))
                 })
@@ -157,14 +181,20 @@ impl Desktop {
             }
             other => {
                 let me = Arc::clone(self);
-                blocking(move || me.with_session(|s| input_action(s, other))).await
+                blocking(move || {
+                    let _injecting = me.injection.guard();
+                    me.with_session(|s| input_action(s, other))
+                })
+                .await
             }
         }
     }
 }
 
 /// Runs blocking X work on tokio's blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, DesktopError> + Send + 'static) -> Result<T, DesktopError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DesktopError> + Send + 'static,
+) -> Result<T, DesktopError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| DesktopError::Failed(format!("desktop worker failed: {e}")))?
@@ -178,7 +208,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Checks a point lies on the screen and converts it to X coordinates.
 fn point(field: &str, c: Coordinates, (w, h): (u16, u16)) -> Result<(i16, i16), DesktopError> {
     let (x, y) = (c.x.round(), c.y.round());
-    let on_screen = x.is_finite() && y.is_finite() && x >= 0.0 && y >= 0.0 && x < f64::from(w) && y < f64::from(h);
+    let on_screen = x.is_finite()
+        && y.is_finite()
+        && x >= 0.0
+        && y >= 0.0
+        && x < f64::from(w)
+        && y < f64::from(h);
     if !on_screen {
         return Err(DesktopError::field(
             field,
@@ -194,7 +229,11 @@ fn point(field: &str, c: Coordinates, (w, h): (u16, u16)) -> Result<(i16, i16), 
     Ok((x as i16, y as i16))
 }
 
-fn points(field: &str, path: &[Coordinates], size: (u16, u16)) -> Result<Vec<(i16, i16)>, DesktopError> {
+fn points(
+    field: &str,
+    path: &[Coordinates],
+    size: (u16, u16),
+) -> Result<Vec<(i16, i16)>, DesktopError> {
     path.iter()
         .enumerate()
         .map(|(i, c)| point(&format!("{field}[{i}]"), *c, size))
@@ -225,7 +264,11 @@ fn pause(s: &XSession, delay: Duration) -> Result<(), DesktopError> {
 
 fn hold(s: &mut XSession, keys: &[Keysym], down: bool) -> Result<(), DesktopError> {
     let mut used = Vec::new();
-    let ordered: Box<dyn Iterator<Item = &Keysym>> = if down { Box::new(keys.iter()) } else { Box::new(keys.iter().rev()) };
+    let ordered: Box<dyn Iterator<Item = &Keysym>> = if down {
+        Box::new(keys.iter())
+    } else {
+        Box::new(keys.iter().rev())
+    };
     for &k in ordered {
         s.keysym(k, down, &mut used)?;
     }
@@ -233,7 +276,11 @@ fn hold(s: &mut XSession, keys: &[Keysym], down: bool) -> Result<(), DesktopErro
 }
 
 /// Runs `body` with `keys` held down, releasing them even when it fails.
-fn holding(s: &mut XSession, keys: &[Keysym], body: impl FnOnce(&mut XSession) -> Result<(), DesktopError>) -> Result<(), DesktopError> {
+fn holding(
+    s: &mut XSession,
+    keys: &[Keysym],
+    body: impl FnOnce(&mut XSession) -> Result<(), DesktopError>,
+) -> Result<(), DesktopError> {
     hold(s, keys, true)?;
     let result = body(s);
     let released = hold(s, keys, false);
@@ -250,10 +297,19 @@ fn input_action(s: &mut XSession, action: Action) -> Result<Option<Value>, Deskt
         Action::TraceMouse(TraceMouse { path, hold_keys }) => {
             let pts = points("path", &path, size)?;
             let keys = resolve_keys("holdKeys", &hold_keys)?;
-            holding(s, &keys, |s| pts.iter().try_for_each(|&(x, y)| s.move_to(x, y)))?;
+            holding(s, &keys, |s| {
+                pts.iter().try_for_each(|&(x, y)| s.move_to(x, y))
+            })?;
         }
-        Action::ClickMouse(ClickMouse { coordinates, button, hold_keys, click_count }) => {
-            let at = coordinates.map(|c| point("coordinates", c, size)).transpose()?;
+        Action::ClickMouse(ClickMouse {
+            coordinates,
+            button,
+            hold_keys,
+            click_count,
+        }) => {
+            let at = coordinates
+                .map(|c| point("coordinates", c, size))
+                .transpose()?;
             let keys = resolve_keys("holdKeys", &hold_keys)?;
             if let Some((x, y)) = at {
                 s.move_to(x, y)?;
@@ -267,19 +323,30 @@ fn input_action(s: &mut XSession, action: Action) -> Result<Option<Value>, Deskt
                 Ok(())
             })?;
         }
-        Action::PressMouse(PressMouse { coordinates, button, press }) => {
+        Action::PressMouse(PressMouse {
+            coordinates,
+            button,
+            press,
+        }) => {
             if let Some(c) = coordinates {
                 let (x, y) = point("coordinates", c, size)?;
                 s.move_to(x, y)?;
             }
             s.button(button_number(button), press == Press::Down)?;
         }
-        Action::DragMouse(DragMouse { path, button, hold_keys }) => {
+        Action::DragMouse(DragMouse {
+            path,
+            button,
+            hold_keys,
+        }) => {
             let pts = points("path", &path, size)?;
             let keys = resolve_keys("holdKeys", &hold_keys)?;
             let b = button_number(button);
             holding(s, &keys, |s| {
-                let (first, rest) = pts.split_first().map(|(f, r)| (*f, r)).unwrap_or(((0, 0), &[]));
+                let (first, rest) = pts
+                    .split_first()
+                    .map(|(f, r)| (*f, r))
+                    .unwrap_or(((0, 0), &[]));
                 s.move_to(first.0, first.1)?;
                 s.button(b, true)?;
                 let moved = rest.iter().try_for_each(|&(x, y)| s.move_to(x, y));
@@ -288,8 +355,15 @@ fn input_action(s: &mut XSession, action: Action) -> Result<Option<Value>, Deskt
                 moved.and(released)
             })?;
         }
-        Action::Scroll(Scroll { coordinates, direction, scroll_count, hold_keys }) => {
-            let at = coordinates.map(|c| point("coordinates", c, size)).transpose()?;
+        Action::Scroll(Scroll {
+            coordinates,
+            direction,
+            scroll_count,
+            hold_keys,
+        }) => {
+            let at = coordinates
+                .map(|c| point("coordinates", c, size))
+                .transpose()?;
             let keys = resolve_keys("holdKeys", &hold_keys)?;
             if let Some((x, y)) = at {
                 s.move_to(x, y)?;
@@ -316,11 +390,19 @@ fn input_action(s: &mut XSession, action: Action) -> Result<Option<Value>, Deskt
         }
         Action::CursorPosition => {
             let p = s.conn.query_pointer(s.root)?.reply()?;
-            let pos = CursorPosition { x: p.root_x.into(), y: p.root_y.into() };
-            return Ok(Some(serde_json::to_value(pos).map_err(|e| DesktopError::Failed(e.to_string()))?));
+            let pos = CursorPosition {
+                x: p.root_x.into(),
+                y: p.root_y.into(),
+            };
+            return Ok(Some(
+                serde_json::to_value(pos).map_err(|e| DesktopError::Failed(e.to_string()))?,
+            ));
         }
         other => {
-            return Err(DesktopError::Failed(format!("action {} is not an input action", other.name())));
+            return Err(DesktopError::Failed(format!(
+                "action {} is not an input action",
+                other.name()
+            )));
         }
     }
     // Answer only once the server has applied every event, so a screenshot

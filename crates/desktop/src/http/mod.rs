@@ -37,6 +37,8 @@ pub struct Inner {
     pub events: EventHub,
     /// The workspace folder file actions are confined to.
     pub workspace: PathBuf,
+    /// Input tracking (XRecord), off until started.
+    pub tracker: crate::record::Tracker,
     /// The live view's x11vnc, when `desktop.vnc` is on.
     pub vnc: Option<crate::vnc::Vnc>,
 }
@@ -69,6 +71,7 @@ impl AppState {
             metrics: Metrics::default(),
             events: EventHub::default(),
             workspace,
+            tracker: crate::record::Tracker::default(),
             vnc,
         }))
     }
