@@ -83,6 +83,7 @@ fn open_xmessage(d: &TestDesktop, args: &[&str]) -> Message {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut nudged = false;
     loop {
         let out = d
             .command("xwininfo")
@@ -102,15 +103,42 @@ fn open_xmessage(d: &TestDesktop, args: &[&str]) -> Message {
                 get("Width:").unwrap(),
                 get("Height:").unwrap(),
             );
-            // Give the client a moment to draw after mapping.
-            std::thread::sleep(Duration::from_millis(300));
             return Message { child, rect };
+        }
+        // Under heavy load openbox, just started, has been seen to leave a
+        // new window unmapped; asking again for the map gets it shown.
+        if !nudged && deadline.saturating_duration_since(Instant::now()) < Duration::from_secs(25) {
+            if let Some(id) = info.split_whitespace().skip_while(|w| *w != "id:").nth(1) {
+                eprintln!("window {id} still unmapped after 5 s; mapping it again");
+                let _ = d.command("xdotool").args(["windowmap", id]).status();
+                nudged = true;
+            }
         }
         assert!(
             Instant::now() < deadline,
             "xmessage window never appeared: {info}"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until OCR reads `text` inside `rect`: a window is mapped before its
+/// client has drawn, and a loaded machine may take a while to draw.
+async fn wait_readable(d: &TestDesktop, text: &str, (x, y, w, h): (i64, i64, i64, i64)) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let region = json!({"x": x, "y": y, "width": w, "height": h});
+    loop {
+        let (status, body) =
+            post(d, "/v1/find-text", json!({"text": text, "region": region})).await;
+        assert_eq!(status, 200, "{body}");
+        if body["matches"].as_array().is_some_and(|m| !m.is_empty()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "\"{text}\" never became readable in {region}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -164,6 +192,7 @@ async fn finds_text_where_the_window_shows_it_then_answers_from_the_cache() {
         return;
     };
     let msg = message(&d, 100, 200, "Hello Bytebot World", "Dismiss");
+    wait_readable(&d, "World", msg.rect).await;
 
     let (status, first) = post(&d, "/v1/find-text", json!({"text": "Hello Bytebot World"})).await;
     assert_eq!(status, 200, "{first}");
@@ -270,6 +299,7 @@ async fn click_text_presses_the_button_it_reads() {
         return;
     };
     let mut msg = message(&d, 300, 300, "Click the button below", "Proceed");
+    wait_readable(&d, "below", msg.rect).await;
 
     let (status, body) = post(&d, "/v1/click-text", json!({"text": "Proceed"})).await;
     assert_eq!(status, 200, "{body}");
@@ -319,8 +349,10 @@ async fn click_text_picks_among_matches_by_index() {
     let Some(d) = TestDesktop::start().await else {
         return;
     };
-    let _a = message(&d, 80, 100, "Alpha Target", "Close");
-    let _b = message(&d, 80, 500, "Beta Target", "Close");
+    let a = message(&d, 80, 100, "Alpha Target", "Close");
+    let b = message(&d, 80, 500, "Beta Target", "Close");
+    wait_readable(&d, "Alpha", a.rect).await;
+    wait_readable(&d, "Beta", b.rect).await;
     let (status, found) = post(&d, "/v1/find-text", json!({"text": "Target"})).await;
     assert_eq!(status, 200);
     assert_eq!(found["matches"].as_array().unwrap().len(), 2, "{found}");
@@ -552,6 +584,9 @@ async fn reads_a_screen_full_of_text() {
             "File Edit View Save As Help",
         ],
     );
+    wait_readable(&d, "Report", a.rect).await;
+    wait_readable(&d, "Ticket", b.rect).await;
+    wait_readable(&d, "Help", c.rect).await;
 
     let (status, first) = post(&d, "/v1/find-text", json!({"text": "Save As"})).await;
     assert_eq!(status, 200, "{first}");
