@@ -82,6 +82,11 @@ fn open_xmessage(d: &TestDesktop, args: &[&str]) -> Message {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Owned by a Message at once, so a failed wait below still reaps it.
+    let mut msg = Message {
+        child,
+        rect: (0, 0, 0, 0),
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut nudged = false;
     loop {
@@ -97,22 +102,23 @@ fn open_xmessage(d: &TestDesktop, args: &[&str]) -> Message {
                 .and_then(|v| v.trim().parse::<i64>().ok())
         };
         if info.contains("IsViewable") {
-            let rect = (
+            msg.rect = (
                 get("Absolute upper-left X:").unwrap(),
                 get("Absolute upper-left Y:").unwrap(),
                 get("Width:").unwrap(),
                 get("Height:").unwrap(),
             );
-            return Message { child, rect };
+            return msg;
         }
         // Under heavy load openbox, just started, has been seen to leave a
         // new window unmapped; asking again for the map gets it shown.
-        if !nudged && deadline.saturating_duration_since(Instant::now()) < Duration::from_secs(25) {
-            if let Some(id) = info.split_whitespace().skip_while(|w| *w != "id:").nth(1) {
-                eprintln!("window {id} still unmapped after 5 s; mapping it again");
-                let _ = d.command("xdotool").args(["windowmap", id]).status();
-                nudged = true;
-            }
+        if !nudged
+            && deadline.saturating_duration_since(Instant::now()) < Duration::from_secs(25)
+            && let Some(id) = info.split_whitespace().skip_while(|w| *w != "id:").nth(1)
+        {
+            eprintln!("window {id} still unmapped after 5 s; mapping it again");
+            let _ = d.command("xdotool").args(["windowmap", id]).status();
+            nudged = true;
         }
         assert!(
             Instant::now() < deadline,
