@@ -74,6 +74,15 @@ pub struct Row {
     ratio: String,
 }
 
+/// "N× faster" when ours is quicker, "N× slower" when it is not.
+fn ratio(peer_ms: f64, ours_ms: f64) -> String {
+    if peer_ms >= ours_ms {
+        format!("**{:.1}×** faster", peer_ms / ours_ms.max(1e-9))
+    } else {
+        format!("**{:.1}×** slower", ours_ms / peer_ms.max(1e-9))
+    }
+}
+
 fn ms(s: &Stats) -> String {
     format!("{:.2} ms (p95 {:.2}, n={})", s.median_ms, s.p95_ms, s.n)
 }
@@ -87,10 +96,7 @@ impl Row {
             ours: ms(&ours),
             peer_label: peer_label.into(),
             peer: ms(&peer),
-            ratio: format!(
-                "**{:.1}×** faster",
-                peer.median_ms / ours.median_ms.max(1e-9)
-            ),
+            ratio: ratio(peer.median_ms, ours.median_ms),
         }
     }
 
