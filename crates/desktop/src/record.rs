@@ -103,7 +103,9 @@ impl Injection {
 impl Drop for InjectionGuard<'_> {
     fn drop(&mut self) {
         // Store the end before lowering the count, so no reader sees neither.
-        self.0.last_end_us.store(since_epoch_us() + 1, Ordering::SeqCst);
+        self.0
+            .last_end_us
+            .store(since_epoch_us() + 1, Ordering::SeqCst);
         self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -118,7 +120,9 @@ fn since_epoch_us() -> u64 {
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 // ---------------------------------------------------------------------------
@@ -207,7 +211,10 @@ pub fn keysym_name(sym: u32) -> String {
 }
 
 fn coords(x: i16, y: i16) -> Coordinates {
-    Coordinates { x: f64::from(x), y: f64::from(y) }
+    Coordinates {
+        x: f64::from(x),
+        y: f64::from(y),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -231,7 +238,11 @@ struct Coalescer {
 
 impl Coalescer {
     fn new(interval: Duration) -> Self {
-        Self { interval, last_sent: None, pending: None }
+        Self {
+            interval,
+            last_sent: None,
+            pending: None,
+        }
     }
 
     /// A motion at `now`: returns it when it may be sent now.
@@ -256,7 +267,11 @@ impl Coalescer {
 
     /// The held-back motion, if its time has come.
     fn due(&mut self, now: Instant) -> Option<Move> {
-        if self.deadline().is_some_and(|d| d <= now) { self.flush(now) } else { None }
+        if self.deadline().is_some_and(|d| d <= now) {
+            self.flush(now)
+        } else {
+            None
+        }
     }
 
     /// The held-back motion regardless of time (before a button event, at the end).
@@ -294,7 +309,9 @@ struct Running {
 impl Tracker {
     /// Whether input is being tracked right now.
     pub fn is_enabled(&self) -> bool {
-        lock(&self.running).as_ref().is_some_and(|r| !r.reader.is_finished())
+        lock(&self.running)
+            .as_ref()
+            .is_some_and(|r| !r.reader.is_finished())
     }
 }
 
@@ -329,29 +346,43 @@ fn start_blocking(state: &AppState) -> Result<bool, DesktopError> {
     }
     let display = state.desktop.display().to_string();
     let connect = || {
-        RustConnection::connect(Some(&display)).map(|(c, _)| c).map_err(|e| {
-            DesktopError::Unavailable(format!("cannot connect to X display {display} for input tracking: {e}"))
-        })
+        RustConnection::connect(Some(&display))
+            .map(|(c, _)| c)
+            .map_err(|e| {
+                DesktopError::Unavailable(format!(
+                    "cannot connect to X display {display} for input tracking: {e}"
+                ))
+            })
     };
     let ctrl = Arc::new(connect()?);
     let data = connect()?;
-    if ctrl.extension_information(record::X11_EXTENSION_NAME)?.is_none() {
+    if ctrl
+        .extension_information(record::X11_EXTENSION_NAME)?
+        .is_none()
+    {
         return Err(DesktopError::Unavailable(format!(
             "display {display} lacks the RECORD extension, which input tracking needs; start the X server with +extension RECORD"
         )));
     }
     let (major, minor) = record::X11_XML_VERSION;
-    ctrl.record_query_version(major as u16, minor as u16)?.reply()?;
+    ctrl.record_query_version(major as u16, minor as u16)?
+        .reply()?;
     let context = ctrl.generate_id()?;
     let empty = record::Range8 { first: 0, last: 0 };
-    let empty_ext = record::ExtRange { major: empty, minor: record::Range16 { first: 0, last: 0 } };
+    let empty_ext = record::ExtRange {
+        major: empty,
+        minor: record::Range16 { first: 0, last: 0 },
+    };
     let range = record::Range {
         core_requests: empty,
         core_replies: empty,
         ext_requests: empty_ext,
         ext_replies: empty_ext,
         delivered_events: empty,
-        device_events: record::Range8 { first: xproto::KEY_PRESS_EVENT, last: xproto::MOTION_NOTIFY_EVENT },
+        device_events: record::Range8 {
+            first: xproto::KEY_PRESS_EVENT,
+            last: xproto::MOTION_NOTIFY_EVENT,
+        },
         errors: empty,
         client_started: false,
         client_died: false,
@@ -361,16 +392,28 @@ fn start_blocking(state: &AppState) -> Result<bool, DesktopError> {
     match launch(state, &ctrl, context, data) {
         Ok((reader, rx, stopping)) => {
             // Published before the processor exists, so it precedes every input event.
-            state.events.publish(DesktopEvent::Tracking { enabled: true });
+            state
+                .events
+                .publish(DesktopEvent::Tracking { enabled: true });
             let processor = spawn_processor(state, &ctrl, rx, &stopping);
             if processor.is_none() {
                 tracing::warn!("cannot start the input tracking processor; stopping");
             }
-            let running = Running { ctrl, context, reader, processor, stopping };
+            let running = Running {
+                ctrl,
+                context,
+                reader,
+                processor,
+                stopping,
+            };
             if running.processor.is_none() {
                 running.finish();
-                state.events.publish(DesktopEvent::Tracking { enabled: false });
-                return Err(DesktopError::Failed("cannot start the input tracking thread".into()));
+                state
+                    .events
+                    .publish(DesktopEvent::Tracking { enabled: false });
+                return Err(DesktopError::Failed(
+                    "cannot start the input tracking thread".into(),
+                ));
             }
             tracing::info!("input tracking started");
             *guard = Some(running);
@@ -387,14 +430,21 @@ fn start_blocking(state: &AppState) -> Result<bool, DesktopError> {
 type Launched = (JoinHandle<()>, Receiver<Observed>, Arc<AtomicBool>);
 
 /// Starts the reader and waits until the server records.
-fn launch(state: &AppState, ctrl: &RustConnection, context: record::Context, data: RustConnection) -> Result<Launched, DesktopError> {
+fn launch(
+    state: &AppState,
+    ctrl: &RustConnection,
+    context: record::Context,
+    data: RustConnection,
+) -> Result<Launched, DesktopError> {
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let (tx, rx) = mpsc::channel();
     let desktop = Arc::clone(&state.desktop);
     let reader = std::thread::Builder::new()
         .name("xrecord-reader".into())
         .spawn(move || read_loop(&data, context, &desktop, &ready_tx, &tx))
-        .map_err(|e| DesktopError::Failed(format!("cannot start the input tracking thread: {e}")))?;
+        .map_err(|e| {
+            DesktopError::Failed(format!("cannot start the input tracking thread: {e}"))
+        })?;
     match ready_rx.recv_timeout(START_TIMEOUT) {
         Ok(()) => Ok((reader, rx, Arc::new(AtomicBool::new(false)))),
         Err(_) => {
@@ -402,13 +452,19 @@ fn launch(state: &AppState, ctrl: &RustConnection, context: record::Context, dat
             let _ = ctrl.record_disable_context(context);
             let _ = ctrl.flush();
             Err(DesktopError::Unavailable(
-                "the X server did not start recording input; check that its RECORD extension works".into(),
+                "the X server did not start recording input; check that its RECORD extension works"
+                    .into(),
             ))
         }
     }
 }
 
-fn spawn_processor(state: &AppState, ctrl: &Arc<RustConnection>, rx: Receiver<Observed>, stopping: &Arc<AtomicBool>) -> Option<JoinHandle<()>> {
+fn spawn_processor(
+    state: &AppState,
+    ctrl: &Arc<RustConnection>,
+    rx: Receiver<Observed>,
+    stopping: &Arc<AtomicBool>,
+) -> Option<JoinHandle<()>> {
     let keymap = match Keymap::load(&**ctrl) {
         Ok(k) => Some(k),
         Err(e) => {
@@ -437,7 +493,9 @@ fn stop_blocking(state: &AppState) -> Result<bool, DesktopError> {
     running.finish();
     if was_on {
         // After the threads end, so no input event follows it.
-        state.events.publish(DesktopEvent::Tracking { enabled: false });
+        state
+            .events
+            .publish(DesktopEvent::Tracking { enabled: false });
         tracing::info!("input tracking stopped");
     }
     Ok(was_on)
@@ -473,7 +531,13 @@ impl Running {
 }
 
 /// Reads RECORD replies until the context is disabled or the connection dies.
-fn read_loop(data: &RustConnection, context: record::Context, desktop: &Desktop, ready: &SyncSender<()>, out: &Sender<Observed>) {
+fn read_loop(
+    data: &RustConnection,
+    context: record::Context,
+    desktop: &Desktop,
+    ready: &SyncSender<()>,
+    out: &Sender<Observed>,
+) {
     let replies = match data.record_enable_context(context) {
         Ok(r) => r,
         Err(e) => {
@@ -541,7 +605,9 @@ impl Processor {
         }
         if !stopping.load(Ordering::SeqCst) {
             tracing::warn!("input tracking ended: the X connection was lost");
-            self.state.events.publish(DesktopEvent::Tracking { enabled: false });
+            self.state
+                .events
+                .publish(DesktopEvent::Tracking { enabled: false });
         }
     }
 
@@ -550,7 +616,14 @@ impl Processor {
         let at_ms = o.at_ms;
         let event = match r.kind {
             RawKind::Motion => {
-                if let Some(m) = self.moves.motion(Move { x: r.root_x, y: r.root_y, at_ms }, o.at) {
+                if let Some(m) = self.moves.motion(
+                    Move {
+                        x: r.root_x,
+                        y: r.root_y,
+                        at_ms,
+                    },
+                    o.at,
+                ) {
                     self.publish_move(m);
                 }
                 return;
@@ -559,9 +632,16 @@ impl Processor {
                 let down = r.kind == RawKind::ButtonPress;
                 let coordinates = coords(r.root_x, r.root_y);
                 let event = match button_meaning(r.detail) {
-                    Some(Ok(button)) => InputEvent::Button { button, down, coordinates },
+                    Some(Ok(button)) => InputEvent::Button {
+                        button,
+                        down,
+                        coordinates,
+                    },
                     // A wheel notch is one press; its release says nothing new.
-                    Some(Err(direction)) if down => InputEvent::Scroll { direction, coordinates },
+                    Some(Err(direction)) if down => InputEvent::Scroll {
+                        direction,
+                        coordinates,
+                    },
                     _ => return,
                 };
                 if let Some(m) = self.moves.flush(o.at) {
@@ -569,16 +649,24 @@ impl Processor {
                 }
                 event
             }
-            RawKind::KeyPress | RawKind::KeyRelease => {
-                InputEvent::Key { key: self.key_name(r.detail, r.state), down: r.kind == RawKind::KeyPress }
-            }
+            RawKind::KeyPress | RawKind::KeyRelease => InputEvent::Key {
+                key: self.key_name(r.detail, r.state),
+                down: r.kind == RawKind::KeyPress,
+            },
         };
-        self.state.events.publish(DesktopEvent::Input { event, at_ms });
+        self.state
+            .events
+            .publish(DesktopEvent::Input { event, at_ms });
     }
 
     fn publish_move(&self, m: Move) {
-        let event = InputEvent::MouseMove { coordinates: coords(m.x, m.y) };
-        self.state.events.publish(DesktopEvent::Input { event, at_ms: m.at_ms });
+        let event = InputEvent::MouseMove {
+            coordinates: coords(m.x, m.y),
+        };
+        self.state.events.publish(DesktopEvent::Input {
+            event,
+            at_ms: m.at_ms,
+        });
     }
 
     /// Names a keycode with the current keymap, re-reading it when the server
@@ -619,13 +707,16 @@ pub enum StreamItem {
 }
 
 /// The events after `after` still kept, then the live ones.
-pub fn event_stream(hub: &EventHub, after: Option<u64>) -> impl Stream<Item = StreamItem> + Send + use<> {
+pub fn event_stream(
+    hub: &EventHub,
+    after: Option<u64>,
+) -> impl Stream<Item = StreamItem> + Send + use<> {
     let (backlog, rx) = hub.subscribe(after);
     let mut head = Vec::with_capacity(backlog.len() + 1);
-    if let (Some(after), Some((first, _))) = (after, backlog.first()) {
-        if *first > after + 1 {
-            head.push(StreamItem::Lagged(first - after - 1));
-        }
+    if let (Some(after), Some((first, _))) = (after, backlog.first())
+        && *first > after + 1
+    {
+        head.push(StreamItem::Lagged(first - after - 1));
     }
     let floor = backlog.last().map(|(id, _)| *id);
     head.extend(backlog.into_iter().map(|(id, e)| StreamItem::Event(id, e)));
@@ -644,7 +735,9 @@ fn to_sse(item: StreamItem) -> Event {
             .json_data(&e)
             .unwrap_or_else(|_| Event::default().comment("an event could not be encoded")),
         // No id: the client's Last-Event-ID stays at the last event it got.
-        StreamItem::Lagged(missed) => Event::default().data(json!({ "type": "lagged", "missed": missed }).to_string()),
+        StreamItem::Lagged(missed) => {
+            Event::default().data(json!({ "type": "lagged", "missed": missed }).to_string())
+        }
     }
 }
 
@@ -665,11 +758,17 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     })
 }
 
-async fn events(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
     let after = last_event_id(&headers)?;
     let stream = event_stream(&state.events, after).map(|item| Ok::<_, Infallible>(to_sse(item)));
     // Proxies such as nginx would otherwise hold events back in a buffer.
-    Ok(([("x-accel-buffering", "no")], Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))))
+    Ok((
+        [("x-accel-buffering", "no")],
+        Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
+    ))
 }
 
 // ---------------------------------------------------------------------------
@@ -743,7 +842,16 @@ mod tests {
         ];
         for (code, kind) in cases {
             let e = parse_raw(&raw(code, 38, 100, 150, 1)).unwrap();
-            assert_eq!(e, RawEvent { kind, detail: 38, root_x: 100, root_y: 150, state: 1 });
+            assert_eq!(
+                e,
+                RawEvent {
+                    kind,
+                    detail: 38,
+                    root_x: 100,
+                    root_y: 150,
+                    state: 1
+                }
+            );
         }
     }
 
@@ -758,7 +866,10 @@ mod tests {
 
     #[test]
     fn send_event_flag_is_ignored_and_other_events_are_skipped() {
-        assert_eq!(parse_raw(&raw(0x80 | 4, 3, 1, 2, 0)).unwrap().kind, RawKind::ButtonPress);
+        assert_eq!(
+            parse_raw(&raw(0x80 | 4, 3, 1, 2, 0)).unwrap().kind,
+            RawKind::ButtonPress
+        );
         for other in [0u8, 1, 7, 12, 33, 35, 0x80 | 9] {
             assert_eq!(parse_raw(&raw(other, 0, 1, 2, 0)), None, "type {other}");
         }
@@ -780,7 +891,14 @@ mod tests {
         data.extend_from_slice(&raw(5, 1, 10, 20, 0x100));
         data.extend_from_slice(&[2, 38, 0]); // a torn tail is dropped
         let kinds: Vec<RawKind> = parse_batch(&data).map(|e| e.kind).collect();
-        assert_eq!(kinds, [RawKind::Motion, RawKind::ButtonPress, RawKind::ButtonRelease]);
+        assert_eq!(
+            kinds,
+            [
+                RawKind::Motion,
+                RawKind::ButtonPress,
+                RawKind::ButtonRelease
+            ]
+        );
     }
 
     #[test]
@@ -810,7 +928,11 @@ mod tests {
     fn motion_is_coalesced() {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
-        let m = |x: i16| Move { x, y: 0, at_ms: x as u64 };
+        let m = |x: i16| Move {
+            x,
+            y: 0,
+            at_ms: x as u64,
+        };
         let mut c = Coalescer::new(Duration::from_millis(50));
         assert_eq!(c.motion(m(1), ms(0)), Some(m(1)));
         assert_eq!(c.motion(m(2), ms(10)), None);
@@ -875,7 +997,10 @@ mod tests {
             hub.publish(tracking(true));
         }
         assert_eq!(s.next().await, Some(StreamItem::Lagged(1100 - 1024)));
-        assert_eq!(s.next().await, Some(StreamItem::Event(1100 - 1024 + 1, tracking(true))));
+        assert_eq!(
+            s.next().await,
+            Some(StreamItem::Event(1100 - 1024 + 1, tracking(true)))
+        );
     }
 
     #[tokio::test]
