@@ -115,10 +115,12 @@ impl Config {
             .into_iter()
             .map(|p| format!("config: {source}: {}: {}", p.key, p.message))
             .collect();
-        if let Some(t) = &self.token {
-            if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                problems.push(format!("config: {source}: token: must be at least 16 characters with no spaces (or leave it unset to generate one)"));
-            }
+        let weak =
+            |t: &String| t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control());
+        if self.token.as_ref().is_some_and(weak) {
+            problems.push(format!(
+                "config: {source}: token: must be at least 16 characters with no spaces (or leave it unset to generate one)"
+            ));
         }
         if problems.is_empty() {
             return Ok(());

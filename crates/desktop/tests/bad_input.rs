@@ -293,6 +293,8 @@ async fn a_lost_x_server_is_reported_and_reconnected() {
     };
     let mut x = start_x();
     let Some(d) = TestDesktop::start_with(|c| c.display = Some(display.clone())).await else {
+        let _ = x.kill();
+        let _ = x.wait();
         return;
     };
     assert_eq!(

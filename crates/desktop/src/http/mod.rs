@@ -52,7 +52,12 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     /// Builds the state around a connected desktop.
-    pub fn new(desktop: Arc<Desktop>, config: DesktopConfig, token: String, workspace: PathBuf) -> Self {
+    pub fn new(
+        desktop: Arc<Desktop>,
+        config: DesktopConfig,
+        token: String,
+        workspace: PathBuf,
+    ) -> Self {
         Self::with_vnc(desktop, config, token, workspace, None)
     }
 
@@ -79,7 +84,11 @@ impl AppState {
 
 /// The limits the config implies.
 pub fn limits(config: &DesktopConfig) -> Limits {
-    Limits { max_text_chars: config.max_text_chars, max_file_bytes: config.max_file_bytes, ..Limits::default() }
+    Limits {
+        max_text_chars: config.max_text_chars,
+        max_file_bytes: config.max_file_bytes,
+        ..Limits::default()
+    }
 }
 
 /// Every route, with auth and body limits applied.
@@ -93,7 +102,10 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::ocr::routes())
         .merge(crate::record::routes())
         .merge(crate::vnc::routes())
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -108,11 +120,17 @@ pub struct Server {
 
 impl Server {
     /// Starts or attaches to the X display and prepares the state.
-    pub fn start(config: DesktopConfig, token: String, workspace: PathBuf) -> Result<Self, DesktopError> {
+    pub fn start(
+        config: DesktopConfig,
+        token: String,
+        workspace: PathBuf,
+    ) -> Result<Self, DesktopError> {
         let owned_x = match &config.display {
             Some(_) => None,
             None => {
-                let (w, h) = config.screen_size().map_err(|p| DesktopError::Failed(format!("{}: {}", p.key, p.message)))?;
+                let (w, h) = config
+                    .screen_size()
+                    .map_err(|p| DesktopError::Failed(format!("{}: {}", p.key, p.message)))?;
                 Some(OwnedX::start(w, h, &config.window_manager)?)
             }
         };
@@ -121,10 +139,18 @@ impl Server {
             (None, Some(x)) => x.display.clone(),
             (None, None) => return Err(DesktopError::Unavailable("no display".into())),
         };
-        std::fs::create_dir_all(&workspace)
-            .map_err(|e| DesktopError::Failed(format!("cannot create the workspace {}: {e}", workspace.display())))?;
+        std::fs::create_dir_all(&workspace).map_err(|e| {
+            DesktopError::Failed(format!(
+                "cannot create the workspace {}: {e}",
+                workspace.display()
+            ))
+        })?;
         let desktop = Desktop::connect(&display, limits(&config))?;
-        let vnc = if config.vnc { Some(crate::vnc::Vnc::start(&display)?) } else { None };
+        let vnc = if config.vnc {
+            Some(crate::vnc::Vnc::start(&display)?)
+        } else {
+            None
+        };
         let state = AppState::with_vnc(desktop, config, token, workspace, vnc);
         Ok(Self { state, owned_x })
     }
@@ -141,8 +167,11 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let app = router(self.state.clone());
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
     }
 }

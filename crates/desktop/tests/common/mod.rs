@@ -24,7 +24,10 @@ pub struct TestDesktop {
 
 /// Whether a program is on PATH.
 pub fn have(program: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {program}")]).output().is_ok_and(|o| o.status.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Prints why a test is skipped; returns true when `program` is missing.
@@ -50,7 +53,10 @@ impl TestDesktop {
         }
         let dir = tempfile::tempdir().unwrap();
         let workspace = dir.path().join("workspace");
-        let mut config = DesktopConfig { vnc: false, ..DesktopConfig::default() };
+        let mut config = DesktopConfig {
+            vnc: false,
+            ..DesktopConfig::default()
+        };
         if !have("openbox") {
             config.window_manager.clear();
         }
@@ -76,15 +82,36 @@ impl TestDesktop {
             .unwrap();
         });
         let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
-        let client = reqwest::Client::builder().default_headers(headers).build().unwrap();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap();
         let display = server.display().to_string();
-        Some(Self { url, token, display, workspace, client, _dir: dir, _shutdown: tx, server })
+        Some(Self {
+            url,
+            token,
+            display,
+            workspace,
+            client,
+            _dir: dir,
+            _shutdown: tx,
+            server,
+        })
     }
 
     /// POSTs a `/computer-use` action; returns status and body text.
     pub async fn act(&self, body: serde_json::Value) -> (u16, String) {
-        let r = self.client.post(format!("{}/computer-use", self.url)).json(&body).send().await.unwrap();
+        let r = self
+            .client
+            .post(format!("{}/computer-use", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
@@ -113,7 +140,10 @@ impl Recorder {
     /// Opens the recorder window at (x, y) sized w×h and waits until it shows;
     /// `None` (after printing why) without python3-xlib.
     pub fn open(d: &TestDesktop, x: u32, y: u32, w: u32, h: u32) -> Option<Self> {
-        let ok = Command::new("/usr/bin/python3").args(["-c", "import Xlib"]).output().is_ok_and(|o| o.status.success());
+        let ok = Command::new("/usr/bin/python3")
+            .args(["-c", "import Xlib"])
+            .output()
+            .is_ok_and(|o| o.status.success());
         if !ok {
             eprintln!("skipping: python3-xlib is not available (apt-get install python3-xlib)");
             return None;
@@ -130,17 +160,29 @@ impl Recorder {
         let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
         std::thread::spawn(move || {
             use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str(&line) {
-                    if tx.send(v).is_err() {
-                        break;
-                    }
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let Ok(v) = serde_json::from_str(&line) else {
+                    continue;
+                };
+                if tx.send(v).is_err() {
+                    break;
                 }
             }
         });
-        let ready: serde_json::Value = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("recorder window appears");
+        let ready: serde_json::Value = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("recorder window appears");
         assert_eq!(ready["ready"], true, "{ready}");
-        Some(Self { child, lines: rx, seen: Vec::new(), x: ready["x"].as_i64().unwrap(), y: ready["y"].as_i64().unwrap() })
+        Some(Self {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+            x: ready["x"].as_i64().unwrap(),
+            y: ready["y"].as_i64().unwrap(),
+        })
     }
 
     /// Collects events until `done(all seen)` holds or 5 s pass; returns whether it held.
@@ -158,12 +200,19 @@ impl Recorder {
 
     /// Events of one type seen so far.
     pub fn of_type(&self, kind: &str) -> Vec<serde_json::Value> {
-        self.seen.iter().filter(|e| e["type"] == kind).cloned().collect()
+        self.seen
+            .iter()
+            .filter(|e| e["type"] == kind)
+            .cloned()
+            .collect()
     }
 
     /// The text typed so far (characters of key presses).
     pub fn text(&self) -> String {
-        self.seen.iter().filter_map(|e| e["char"].as_str()).collect()
+        self.seen
+            .iter()
+            .filter_map(|e| e["char"].as_str())
+            .collect()
     }
 
     /// Forgets what was seen.
