@@ -287,6 +287,32 @@ fn holding(
     result.and(released)
 }
 
+/// Clicks (or wheel notches) shared by `click_mouse` and `scroll`: move if
+/// asked, then press and release `button` `count` times with keys held.
+fn repeat_button(
+    s: &mut XSession,
+    size: (u16, u16),
+    coordinates: Option<Coordinates>,
+    hold_keys: &[String],
+    button: u8,
+    count: u32,
+) -> Result<(), DesktopError> {
+    let at = coordinates
+        .map(|c| point("coordinates", c, size))
+        .transpose()?;
+    let keys = resolve_keys("holdKeys", hold_keys)?;
+    if let Some((x, y)) = at {
+        s.move_to(x, y)?;
+    }
+    holding(s, &keys, |s| {
+        for _ in 0..count {
+            s.button(button, true)?;
+            s.button(button, false)?;
+        }
+        Ok(())
+    })
+}
+
 fn input_action(s: &mut XSession, action: Action) -> Result<Option<Value>, DesktopError> {
     let size = s.screen_size()?;
     match action {
@@ -306,23 +332,14 @@ fn input_action(s: &mut XSession, action: Action) -> Result<Option<Value>, Deskt
             button,
             hold_keys,
             click_count,
-        }) => {
-            let at = coordinates
-                .map(|c| point("coordinates", c, size))
-                .transpose()?;
-            let keys = resolve_keys("holdKeys", &hold_keys)?;
-            if let Some((x, y)) = at {
-                s.move_to(x, y)?;
-            }
-            let b = button_number(button);
-            holding(s, &keys, |s| {
-                for _ in 0..click_count {
-                    s.button(b, true)?;
-                    s.button(b, false)?;
-                }
-                Ok(())
-            })?;
-        }
+        }) => repeat_button(
+            s,
+            size,
+            coordinates,
+            &hold_keys,
+            button_number(button),
+            click_count,
+        )?,
         Action::PressMouse(PressMouse {
             coordinates,
             button,
@@ -360,23 +377,14 @@ fn input_action(s: &mut XSession, action: Action) -> Result<Option<Value>, Deskt
             direction,
             scroll_count,
             hold_keys,
-        }) => {
-            let at = coordinates
-                .map(|c| point("coordinates", c, size))
-                .transpose()?;
-            let keys = resolve_keys("holdKeys", &hold_keys)?;
-            if let Some((x, y)) = at {
-                s.move_to(x, y)?;
-            }
-            let b = scroll_button(direction);
-            holding(s, &keys, |s| {
-                for _ in 0..scroll_count {
-                    s.button(b, true)?;
-                    s.button(b, false)?;
-                }
-                Ok(())
-            })?;
-        }
+        }) => repeat_button(
+            s,
+            size,
+            coordinates,
+            &hold_keys,
+            scroll_button(direction),
+            scroll_count,
+        )?,
         Action::TypeKeys(TypeKeys { keys, delay }) => {
             let syms = resolve_keys("keys", &keys)?;
             chord(s, &syms, Duration::from_millis(delay.unwrap_or(0)))?;
