@@ -117,7 +117,10 @@ impl Desktop {
     ) -> Result<(Encoded, Region), DesktopError> {
         let me = Arc::clone(self);
         blocking(move || {
-            let (frame, region) = me.capture(region)?;
+            let (mut frame, region) = me.capture(region)?;
+            if opts.cursor {
+                me.with_session(|s| s.draw_cursor(&mut frame, region))?;
+            }
             Ok((encode::encode(&frame, &opts)?, region))
         })
         .await

@@ -36,6 +36,8 @@ pub struct EncodeOptions {
     pub quality: u8,
     /// Scale down (keeping the aspect ratio) when wider than this.
     pub max_width: Option<u32>,
+    /// Draw the mouse pointer into the image (X captures leave it out).
+    pub cursor: bool,
 }
 
 impl Default for EncodeOptions {
@@ -44,6 +46,7 @@ impl Default for EncodeOptions {
             format: Format::Png,
             quality: 80,
             max_width: None,
+            cursor: false,
         }
     }
 }
@@ -201,6 +204,7 @@ mod tests {
             format: Format::Jpeg,
             quality: 70,
             max_width: Some(640),
+            cursor: false,
         };
         let out = encode(&frame, &opts).unwrap();
         assert_eq!((out.width, out.height), (640, 480));

@@ -476,3 +476,38 @@ async fn settle_reports_a_quiet_screen() {
         .unwrap();
     assert_eq!(resp.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursor_true_draws_the_pointer_from_xfixes_into_the_screenshot() {
+    let Some(d) = TestDesktop::start_with(|c| c.window_manager.clear()).await else {
+        return;
+    };
+    let (status, _) = d
+        .act(json!({"action": "move_mouse", "coordinates": {"x": 400, "y": 300}}))
+        .await;
+    assert_eq!(status, 201);
+    let region = "x=380&y=280&width=40&height=40";
+    let shot = |extra: &'static str| {
+        let (client, url) = (
+            d.client.clone(),
+            format!("{}/v1/screenshot?{region}{extra}", d.url),
+        );
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            decode_png(&r.bytes().await.unwrap()).2
+        }
+    };
+    let plain = shot("").await;
+    let with_cursor = shot("&cursor=true").await;
+    // Xvfb's root window is a flat pattern without the pointer; with cursor=true
+    // pixels around the hot spot change.
+    let changed = plain
+        .iter()
+        .zip(&with_cursor)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(changed > 10, "only {changed} bytes differ");
+    let again = shot("&cursor=true").await;
+    assert_eq!(again, with_cursor, "same pointer, same picture");
+}

@@ -94,6 +94,8 @@ struct ShotQuery {
     height: Option<u32>,
     /// `json` for `{"image": base64, ...}` instead of the raw image.
     encoding: Option<String>,
+    /// Draw the mouse pointer into the image.
+    cursor: Option<bool>,
 }
 
 async fn screenshot(
@@ -103,7 +105,7 @@ async fn screenshot(
     let Query(q) = query.map_err(|e| {
         ApiError::bad_field(
             "query",
-            format!("{}; allowed: format=png|jpeg, quality=1..100, max_width, x, y, width, height, encoding=json", e.body_text()),
+            format!("{}; allowed: format=png|jpeg, quality=1..100, max_width, x, y, width, height, encoding=json, cursor=true", e.body_text()),
         )
     })?;
     let quality = q.quality.unwrap_or(80);
@@ -135,6 +137,7 @@ async fn screenshot(
         format: q.format.unwrap_or_default(),
         quality,
         max_width: q.max_width,
+        cursor: q.cursor.unwrap_or(false),
     };
     let (shot, region) = state.desktop.screenshot(region, opts).await?;
     let scale = format!("{}", shot.scale);

@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod clipboard;
+pub mod cursor;
 pub mod input;
 pub mod keymap;
 pub mod watcher;
@@ -28,6 +29,8 @@ pub struct XSession {
     pub shm: Option<capture::ShmCapture>,
     /// Whether the XTEST extension is present (input needs it).
     pub has_xtest: bool,
+    /// Whether XFixes (cursor image) is usable.
+    pub has_xfixes: bool,
 }
 
 impl XSession {
@@ -49,6 +52,13 @@ impl XSession {
                 "display {display} lacks the XTEST extension; start Xvfb without -extension XTEST"
             )));
         }
+        // XFixes must be told our version before any other request.
+        let has_xfixes = conn
+            .extension_information(x11rb::protocol::xfixes::X11_EXTENSION_NAME)?
+            .is_some()
+            && x11rb::protocol::xfixes::ConnectionExt::xfixes_query_version(&conn, 5, 0)?
+                .reply()
+                .is_ok();
         let keymap = keymap::Keymap::load(&conn)?;
         let shm = capture::ShmCapture::new(&conn);
         Ok(Self {
@@ -57,6 +67,7 @@ impl XSession {
             keymap,
             shm,
             has_xtest,
+            has_xfixes,
         })
     }
 
