@@ -27,7 +27,7 @@ pub async fn open(
 ) -> Result<(), DesktopError> {
     let found = lookup(apps, name);
     if found.is_none() && name.trim().eq_ignore_ascii_case("desktop") {
-        return with_session(desktop, |s| s.show_desktop()).await;
+        return desktop.on_session(|s| s.show_desktop()).await;
     }
     let Some((key, spec)) = found else {
         let configured: Vec<&str> = apps.keys().map(String::as_str).collect();
@@ -46,7 +46,7 @@ pub async fn open(
             window = id,
             "focusing the running application"
         );
-        return with_session(desktop, move |s| s.focus_window(id)).await;
+        return desktop.on_session(move |s| s.focus_window(id)).await;
     }
     let exited = launch(desktop.display(), key, spec)?;
     wait_for_window(desktop, key, &class, exited).await
@@ -76,20 +76,10 @@ pub fn class_matches(class: &[String], wanted: &str) -> bool {
     class.iter().any(|c| c.eq_ignore_ascii_case(wanted))
 }
 
-async fn with_session<T: Send + 'static>(
-    desktop: &Arc<Desktop>,
-    f: impl FnOnce(&mut crate::x11::XSession) -> Result<T, DesktopError> + Send + 'static,
-) -> Result<T, DesktopError> {
-    let desktop = Arc::clone(desktop);
-    tokio::task::spawn_blocking(move || desktop.with_session(f))
-        .await
-        .map_err(|e| DesktopError::Failed(format!("desktop worker failed: {e}")))?
-}
-
 /// The window to focus for `class`: the active one if it matches, else the
 /// last listed.
 async fn find_window(desktop: &Arc<Desktop>, class: &str) -> Result<Option<u32>, DesktopError> {
-    let windows = with_session(desktop, |s| s.windows()).await?;
+    let windows = desktop.on_session(|s| s.windows()).await?;
     let all: Vec<_> = windows
         .iter()
         .filter(|w| class_matches(&w.class, class))
@@ -156,7 +146,7 @@ async fn wait_for_window(
     let deadline = Instant::now() + WINDOW_WAIT;
     loop {
         if let Some(id) = find_window(desktop, class).await? {
-            return with_session(desktop, move |s| s.focus_window(id)).await;
+            return desktop.on_session(move |s| s.focus_window(id)).await;
         }
         if let Ok(status) = exited.try_recv()
             && !status.success()

@@ -82,14 +82,13 @@ impl Desktop {
         result
     }
 
-    /// Whether the display answers right now (for `/ready`).
-    pub fn is_ready(&self) -> Result<(), DesktopError> {
-        self.with_session(|s| s.sync())
-    }
-
-    /// The screen size in pixels.
-    pub fn screen_size(&self) -> Result<(u32, u32), DesktopError> {
-        self.with_session(|s| s.screen_size().map(|(w, h)| (w.into(), h.into())))
+    /// [`with_session`](Self::with_session) on tokio's blocking pool, for handlers.
+    pub async fn on_session<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut XSession) -> Result<T, DesktopError> + Send + 'static,
+    ) -> Result<T, DesktopError> {
+        let me = Arc::clone(self);
+        blocking(move || me.with_session(f)).await
     }
 
     /// Captures a region (the whole screen when `None`).

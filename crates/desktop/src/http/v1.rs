@@ -16,7 +16,6 @@ use base64::Engine as _;
 use bytebot_protocol::{BatchItem, BatchResult, parse_action};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// `/v1/*`, `/health`, `/ready`, `/metrics`.
@@ -39,17 +38,10 @@ async fn health() -> Json<Value> {
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
-    let desktop = Arc::clone(&state.desktop);
-    let check = tokio::task::spawn_blocking(move || desktop.is_ready()).await;
-    match check {
-        Ok(Ok(())) => {
+    match state.desktop.on_session(|s| s.sync()).await {
+        Ok(()) => {
             Json(json!({ "status": "ready", "display": state.desktop.display() })).into_response()
         }
-        Ok(Err(e)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "reason": e.to_string() })),
-        )
-            .into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "unavailable", "reason": e.to_string() })),
@@ -70,12 +62,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn screen(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let desktop = Arc::clone(&state.desktop);
-    let (w, h) = tokio::task::spawn_blocking(move || desktop.screen_size())
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
+    let (w, h) = state.desktop.on_session(|s| s.screen_size()).await?;
     Ok(Json(
         json!({ "width": w, "height": h, "display": state.desktop.display() }),
     ))
@@ -300,12 +287,7 @@ async fn settle(State(state): State<AppState>, body: Bytes) -> Result<Json<Value
 }
 
 async fn windows(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let desktop = Arc::clone(&state.desktop);
-    let list = tokio::task::spawn_blocking(move || desktop.with_session(|s| s.windows()))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
+    let list = state.desktop.on_session(|s| s.windows()).await?;
     Ok(Json(json!({ "windows": list })))
 }
 
@@ -314,9 +296,9 @@ async fn focus_window(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_window_id(&id)?;
-    let desktop = Arc::clone(&state.desktop);
-    tokio::task::spawn_blocking(move || {
-        desktop.with_session(|s| {
+    state
+        .desktop
+        .on_session(move |s| {
             if !s.windows()?.iter().any(|w| w.id == id) {
                 return Err(crate::error::DesktopError::field(
                     "id",
@@ -325,9 +307,7 @@ async fn focus_window(
             }
             s.focus_window(id)
         })
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -345,11 +325,6 @@ fn parse_window_id(s: &str) -> Result<u32, ApiError> {
 }
 
 async fn minimize_all(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
-    let desktop = Arc::clone(&state.desktop);
-    tokio::task::spawn_blocking(move || desktop.with_session(|s| s.show_desktop()))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
+    state.desktop.on_session(|s| s.show_desktop()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
