@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result, bail};
 use bytebot_desktop::DesktopConfig;
+use bytebot_gateway::GatewayConfig;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -48,6 +49,19 @@ pub struct Config {
     pub log: LogConfig,
     /// The desktop daemon.
     pub desktop: DesktopConfig,
+    /// The gateway.
+    pub gateway: GatewayConfig,
+    /// The database.
+    pub store: StoreConfig,
+}
+
+/// Where state is stored.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite:/path/file.db` or `postgres://user@host/db`; default
+    /// `sqlite:<data_dir>/bytebot.db`.
+    pub url: Option<String>,
 }
 
 impl Default for Config {
@@ -57,6 +71,8 @@ impl Default for Config {
             data_dir: default_data_dir(),
             log: LogConfig::default(),
             desktop: DesktopConfig::default(),
+            gateway: GatewayConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -73,7 +89,7 @@ fn default_data_dir() -> PathBuf {
 
 /// Sections that environment variables may address: `BYTEBOT_DESKTOP_LISTEN`
 /// sets `desktop.listen`.
-const SECTIONS: &[&str] = &["desktop", "log"];
+const SECTIONS: &[&str] = &["desktop", "gateway", "store", "log"];
 
 /// Variables that are not config keys.
 const NOT_KEYS: &[&str] = &["BYTEBOT_CONFIG"];
@@ -114,7 +130,20 @@ impl Config {
             .validate()
             .into_iter()
             .map(|p| format!("config: {source}: {}: {}", p.key, p.message))
+            .chain(
+                self.gateway
+                    .validate()
+                    .into_iter()
+                    .map(|p| format!("config: {source}: {}: {}", p.key, p.message)),
+            )
             .collect();
+        if let Some(url) = &self.store.url
+            && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            problems.push(format!(
+                "config: {source}: store.url: \"{url}\" is not a database URL; use sqlite:/path/bytebot.db or postgres://user@host/db"
+            ));
+        }
         let weak =
             |t: &String| t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control());
         if self.token.as_ref().is_some_and(weak) {
@@ -126,6 +155,22 @@ impl Config {
             return Ok(());
         }
         bail!("{}", problems.join("\n"))
+    }
+
+    /// The database URL: configured, or a SQLite file in the data folder.
+    pub fn store_url(&self) -> String {
+        self.store
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite:{}", self.data_dir.join("bytebot.db").display()))
+    }
+
+    /// The policy file: configured, or `<data_dir>/policy.json`.
+    pub fn policy_path(&self) -> PathBuf {
+        self.gateway
+            .policy
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("policy.json"))
     }
 
     /// The workspace folder: configured, or `<data_dir>/workspace`.

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 bad command line or config.
 
 mod config;
+mod gateway;
 mod token;
 
 use anyhow::{Context, Result};
@@ -26,6 +27,7 @@ struct Cli {
 const EXAMPLES: &str = "Examples:
   bytebot up                              start everything on this machine and print the URL and token
   bytebot desktop --listen 0.0.0.0:9990   serve the desktop API (Bytebot-compatible) on all interfaces
+  bytebot gateway --desktop http://127.0.0.1:9990   serve plan/approve/execute for AI front-ends
   bytebot config check -c bytebot.toml    validate a config file and print the result
 Environment: BYTEBOT_TOKEN sets the token; BYTEBOT_<SECTION>_<KEY> overrides any key (e.g. BYTEBOT_DESKTOP_RESOLUTION=1920x1080).";
 
@@ -35,6 +37,8 @@ enum Command {
     Up(DesktopArgs),
     /// Serve the desktop daemon: Bytebot's POST /computer-use plus the /v1 API.
     Desktop(DesktopArgs),
+    /// Serve the gateway: plan → approve → execute for Open WebUI, MCP clients and scripts.
+    Gateway(GatewayArgs),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -51,6 +55,16 @@ struct DesktopArgs {
     /// Always start our own Xvfb, even when $DISPLAY is set.
     #[arg(long)]
     own_display: bool,
+}
+
+#[derive(Debug, Args)]
+struct GatewayArgs {
+    /// Address to listen on (overrides gateway.listen).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Base URL of the desktop daemon to drive (overrides gateway.desktop_url).
+    #[arg(long, value_name = "URL")]
+    desktop: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,10 +90,16 @@ fn main() {
         }
         Command::Up(args) => run_desktop(config, args, true),
         Command::Desktop(args) => run_desktop(config, args, false),
+        Command::Gateway(args) => run_gateway(config, args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        let code = if e.downcast_ref::<gateway::StartupConfigError>().is_some() {
+            2
+        } else {
+            1
+        };
+        std::process::exit(code);
     }
 }
 
@@ -122,6 +142,7 @@ fn run_desktop(mut config: Config, args: DesktopArgs, up: bool) -> Result<()> {
     let workspace = config.workspace();
     let listen = config.desktop.listen;
     let vnc = config.desktop.vnc;
+    let gw_config = config.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -135,15 +156,66 @@ fn run_desktop(mut config: Config, args: DesktopArgs, up: bool) -> Result<()> {
             .context("start-up task failed")??;
         let (server, token) = server;
         let url = format!("http://{}", listener.local_addr().context("listener has no address")?);
-        print_banner(&url, server.display(), &token, up, vnc);
+        let gateway = if up {
+            let gw = gateway::start(&gw_config, &token.value, gw_config.gateway.listen, &url).await?;
+            Some(gw)
+        } else {
+            None
+        };
+        print_banner(&url, server.display(), &token, gateway.as_ref().map(|g| g.addr), vnc);
         tracing::info!(%url, display = server.display(), "desktop daemon listening");
         server.serve(listener, shutdown_signal()).await.context("HTTP server failed")?;
+        if let Some(gw) = gateway {
+            gw.stop().await.context("gateway shutdown failed")?;
+        }
         tracing::info!("shut down cleanly");
         Ok(())
     })
 }
 
-fn print_banner(url: &str, display: &str, token: &token::Token, up: bool, vnc: bool) {
+fn run_gateway(mut config: Config, args: GatewayArgs) -> Result<()> {
+    if let Some(listen) = args.listen {
+        config.gateway.listen = listen;
+    }
+    if let Some(desktop) = args.desktop {
+        config.gateway.desktop_url = desktop;
+    }
+    let problems = config.gateway.validate();
+    if let Some(p) = problems.first() {
+        anyhow::bail!(gateway::StartupConfigError(format!("--desktop: {}", p.message)));
+    }
+    let token = token::resolve(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let desktop_url = config.gateway.desktop_url.clone();
+        let server = gateway::start(&config, &token.value, config.gateway.listen, &desktop_url).await?;
+        let url = format!("http://{}", server.addr);
+        // Scripts and tests read this line to find the port.
+        println!("gateway listening on {url}");
+        println!("  desktop       {desktop_url}");
+        println!("  token         {}  ({})", token.value, token.origin);
+        println!("  openapi       {url}/openapi.json");
+        tracing::info!(%url, %desktop_url, "gateway listening");
+        tokio::select! {
+            () = shutdown_signal() => {}
+        }
+        server.stop().await.context("gateway shutdown failed")?;
+        tracing::info!("shut down cleanly");
+        Ok(())
+    })
+}
+
+fn print_banner(
+    url: &str,
+    display: &str,
+    token: &token::Token,
+    gateway: Option<SocketAddr>,
+    vnc: bool,
+) {
+    let up = gateway.is_some();
     let title = if up {
         "bytebot is up"
     } else {
@@ -155,6 +227,9 @@ fn print_banner(url: &str, display: &str, token: &token::Token, up: bool, vnc: b
     );
     if vnc {
         println!("  live view     {url}/novnc/?token={}", token.value);
+    }
+    if let Some(gw) = gateway {
+        println!("  gateway       http://{gw}  (plan/approve/execute; OpenAPI at http://{gw}/openapi.json)");
     }
     println!("  token         {}  ({})", token.value, token.origin);
     println!(

@@ -5,6 +5,14 @@
 //! hit by signals meant for the daemon.
 
 use crate::config::AppSpec;
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use serde::Deserialize;
 use crate::desktop::Desktop;
 use crate::error::DesktopError;
 use std::collections::BTreeMap;
@@ -25,6 +33,18 @@ pub async fn open(
     apps: &BTreeMap<String, AppSpec>,
     name: &str,
 ) -> Result<(), DesktopError> {
+    open_with(desktop, apps, name, &[]).await
+}
+
+/// Like [`open`], with extra arguments (a URL for a browser): with any, the
+/// program is always started, since only it knows how to hand them to a
+/// running copy (a browser opens a new tab).
+pub async fn open_with(
+    desktop: &Arc<Desktop>,
+    apps: &BTreeMap<String, AppSpec>,
+    name: &str,
+    extra: &[String],
+) -> Result<(), DesktopError> {
     let found = lookup(apps, name);
     if found.is_none() && name.trim().eq_ignore_ascii_case("desktop") {
         return desktop.on_session(|s| s.show_desktop()).await;
@@ -40,6 +60,10 @@ pub async fn open(
         ));
     };
     let class = window_class(spec);
+    if !extra.is_empty() {
+        let exited = launch(desktop.display(), key, spec, extra)?;
+        return wait_for_window(desktop, key, &class, exited).await;
+    }
     if let Some(id) = find_window(desktop, &class).await? {
         tracing::debug!(
             application = key,
@@ -48,7 +72,7 @@ pub async fn open(
         );
         return desktop.on_session(move |s| s.focus_window(id)).await;
     }
-    let exited = launch(desktop.display(), key, spec)?;
+    let exited = launch(desktop.display(), key, spec, &[])?;
     wait_for_window(desktop, key, &class, exited).await
 }
 
@@ -93,6 +117,7 @@ fn launch(
     display: &str,
     key: &str,
     spec: &AppSpec,
+    extra: &[String],
 ) -> Result<oneshot::Receiver<ExitStatus>, DesktopError> {
     let config_key = format!("desktop.applications.{key}.command");
     let Some((program, args)) = spec.command.split_first().filter(|(p, _)| !p.is_empty()) else {
@@ -102,6 +127,7 @@ fn launch(
     };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
+        .args(extra)
         .env("DISPLAY", display)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -165,6 +191,37 @@ async fn wait_for_window(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `POST /v1/apps/open` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenBody {
+    name: String,
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+/// Routes under `/v1/apps`.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/apps/open", post(open_route))
+}
+
+async fn open_route(State(state): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
+    let body: OpenBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_field(
+            "body",
+            format!("{e}; expected {{\"name\": \"firefox\", \"args\": [\"https://example.com\"]}}"),
+        )
+    })?;
+    if body.args.len() > 32 || body.args.iter().any(|a| a.len() > 4096 || a.contains('\0')) {
+        return Err(ApiError::bad_field(
+            "args",
+            "at most 32 arguments of at most 4096 bytes, without NUL",
+        ));
+    }
+    open_with(&state.desktop, &state.config.applications, &body.name, &body.args).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]

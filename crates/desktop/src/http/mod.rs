@@ -99,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .merge(compat::routes())
         .merge(v1::routes())
         .merge(crate::files::routes())
+        .merge(crate::apps::routes())
         .merge(crate::ocr::routes())
         .merge(crate::record::routes())
         .merge(crate::vnc::routes())

@@ -1,0 +1,66 @@
+//! Starting the gateway from the config: store, policy, keys, server.
+
+use crate::config::Config;
+use anyhow::{Context, Result, bail};
+use bytebot_gateway::policy::Policy;
+use bytebot_gateway::{Gateway, Paths, Server};
+use bytebot_store::Store;
+use std::net::SocketAddr;
+
+/// A config problem found while starting (exit code 2, like a bad config file).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartupConfigError(pub String);
+
+/// Loads the policy file; on first start (no file, none configured) writes
+/// the built-in default there so a person can read and edit it.
+fn load_policy(config: &Config) -> Result<Policy> {
+    let path = config.policy_path();
+    if !path.exists() && config.gateway.policy.is_none() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        std::fs::write(&path, Policy::DEFAULT_JSON)
+            .with_context(|| format!("cannot write the default policy to {}", path.display()))?;
+        tracing::info!(path = %path.display(), "wrote the default policy (deny by default; edit it to allow more)");
+    }
+    Policy::load(&path).map_err(|e| StartupConfigError(format!("policy: {e}")).into())
+}
+
+/// Opens the store, loads the policy and starts the gateway on `listen`,
+/// driving the desktop at `desktop_url`.
+pub async fn start(
+    config: &Config,
+    token: &str,
+    listen: SocketAddr,
+    desktop_url: &str,
+) -> Result<Server> {
+    let policy = load_policy(config)?;
+    let url = config.store_url();
+    if let Some(path) = url.strip_prefix("sqlite:")
+        && let Some(dir) = std::path::Path::new(path).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let store = Store::open(&url)
+        .await
+        .with_context(|| "cannot open the store (store.url)")?;
+    let mut gw_config = config.gateway.clone();
+    gw_config.listen = listen;
+    gw_config.desktop_url = desktop_url.to_string();
+    let paths = Paths {
+        data_dir: config.data_dir.clone(),
+        workspace: config.workspace(),
+    };
+    std::fs::create_dir_all(&paths.workspace)
+        .with_context(|| format!("cannot create the workspace {}", paths.workspace.display()))?;
+    let gw = match Gateway::new(gw_config, policy, token, store, paths).await {
+        Ok(gw) => gw,
+        Err(e) => bail!(StartupConfigError(e)),
+    };
+    Server::start(gw, listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (gateway.listen / --listen): is another bytebot running?"))
+}
