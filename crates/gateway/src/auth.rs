@@ -201,9 +201,8 @@ pub fn sign_hex(secret: &[u8], message: &[u8]) -> String {
 
 fn hmac_bytes(secret: &[u8], message: &[u8]) -> Vec<u8> {
     // HMAC accepts keys of any length, so new_from_slice cannot fail here.
-    let mut mac = match HmacSha256::new_from_slice(secret) {
-        Ok(m) => m,
-        Err(_) => return Vec::new(),
+    let Ok(mut mac) = HmacSha256::new_from_slice(secret) else {
+        return Vec::new();
     };
     mac.update(message);
     mac.finalize().into_bytes().to_vec()

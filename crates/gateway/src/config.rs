@@ -105,8 +105,8 @@ impl GatewayConfig {
             );
         }
         for (name, value, min) in [
-            ("confirm_ttl_s", self.confirm_ttl_s, 10),
-            ("artifact_ttl_s", self.artifact_ttl_s, 10),
+            ("confirm_ttl_s", self.confirm_ttl_s, 1),
+            ("artifact_ttl_s", self.artifact_ttl_s, 1),
             ("clock_skew_s", self.clock_skew_s, 1),
         ] {
             if value < min || value > 7 * 24 * 3600 {

@@ -125,7 +125,8 @@ mod tests {
         let mut other = plan.clone();
         other.args = json!({"argv": ["echo", "ho"]});
         assert_ne!(plan.digest(), other.digest());
-        assert_eq!(plan.digest(), plan.clone().digest());
+        let same = plan.clone();
+        assert_eq!(plan.digest(), same.digest());
         assert_eq!(plan.digest().len(), 64);
     }
 }

@@ -167,7 +167,7 @@ pub async fn sse(
         let data = serde_json::to_string(&e).unwrap_or_default();
         let sse = axum::response::sse::Event::default()
             .id(e.id.to_string())
-            .event(e.kind.clone())
+            .event(e.kind)
             .data(data);
         Some((Ok::<_, std::convert::Infallible>(sse), (c, counted)))
     });

@@ -388,7 +388,7 @@ fn plan_browse(ctx: &PlanCtx<'_>, a: BrowseArgs) -> Result<(Vec<Step>, Risk), Pl
                 format!("Open {url} in {} (host {host} is allowed by the policy)", ctx.browser_app),
                 Action::OpenApp {
                     app: ctx.browser_app.to_string(),
-                    args: vec![url.clone()],
+                    args: vec![url],
                 },
             ),
             step("Wait until the page settles".into(), Action::Settle),
