@@ -1,0 +1,197 @@
+//! Persistence for bytebot: one [`Store`] over SQLite (embedded, the default) or PostgreSQL
+//! (when several workers share a queue).
+//!
+//! Both backends go through `sqlx`'s `Any` driver with the same SQL wherever the dialects
+//! agree (`$1` placeholders work in both); [`Backend`] covers the few places they differ.
+//! The schema is migrated on [`Store::open`] from SQL files compiled into the binary
+//! (`migrations/<backend>/NNNN_name.sql`).
+//!
+//! Hot-path inserts (nonces, tasks, events) go through one group-commit writer (see
+//! `writer.rs`): callers wait until their row is committed, and one transaction serves many
+//! callers. Everything else is a single statement on the pool.
+
+mod artifacts;
+mod error;
+mod events;
+mod migrations;
+mod nonces;
+mod rows;
+mod target;
+mod tasks;
+mod writer;
+
+use std::sync::Arc;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyConnection, AnyPool, Connection};
+
+pub use error::StoreError;
+pub use rows::{ArtifactRow, EventRow, NonceRow, TaskRow};
+pub use target::sqlite_url;
+pub use writer::WriteStats;
+
+use target::Target;
+use writer::Writer;
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// An embedded SQLite file (or `sqlite::memory:`).
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// Per-connection SQLite settings. `journal_mode = WAL` is set once at open (it is kept in
+/// the file); these are per connection and must be set on each. NORMAL is durable in WAL mode
+/// against a crash of the process; only a power loss can lose the last commits.
+const SQLITE_PRAGMAS: &str =
+    "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;";
+
+/// Connections per pool. SQLite has one writer at a time anyway; WAL lets readers run beside it.
+const SQLITE_MAX_CONNECTIONS: u32 = 8;
+const POSTGRES_MAX_CONNECTIONS: u32 = 16;
+
+/// The database handle: cheap to clone (an `Arc` inside); every clone shares one pool and one
+/// group-commit writer.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: AnyPool,
+    backend: Backend,
+    /// The URL without its password, for messages.
+    target: String,
+    writer: Writer,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.inner.backend)
+            .field("target", &self.inner.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens `"sqlite:/path/to/file.db"` (created if missing; its folder must exist),
+    /// `"sqlite::memory:"` or `"postgres://user@host/db"`, and brings the schema up to date.
+    /// Must be called inside a tokio runtime: it starts the group-commit writer there.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let target = Target::parse(url)?;
+        let backend = target.backend;
+        let open_error = |source: sqlx::Error| StoreError::Open {
+            target: target.display.clone(),
+            hint: match backend {
+                Backend::Sqlite => {
+                    "check that the folder exists and is writable and that the file is a SQLite database"
+                }
+                Backend::Postgres => {
+                    "check that the server runs and that the URL's user, password, host, port and database are right"
+                }
+            },
+            source,
+        };
+
+        if !target.in_memory {
+            // One plain connection first: a pool retries failed connects until its acquire
+            // timeout and then reports only "timed out", while this gives the real reason
+            // (no such folder, not a database, password refused) at once.
+            let mut first = AnyConnection::connect(&target.connect_url)
+                .await
+                .map_err(open_error)?;
+            if backend == Backend::Sqlite {
+                // Kept in the file, so once is enough; and switching the journal mode takes a
+                // lock that busy_timeout does not wait for, so it must not race the pool's
+                // connections.
+                sqlx::raw_sql("PRAGMA journal_mode = WAL")
+                    .execute(&mut first)
+                    .await
+                    .map_err(open_error)?;
+            }
+            first.close().await.map_err(open_error)?;
+        }
+
+        let options = match backend {
+            Backend::Sqlite => {
+                let options = AnyPoolOptions::new().after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        sqlx::raw_sql(SQLITE_PRAGMAS).execute(&mut *conn).await?;
+                        Ok(())
+                    })
+                });
+                if target.in_memory {
+                    // An in-memory database lives as long as a connection to it: keep exactly
+                    // one, forever.
+                    options
+                        .max_connections(1)
+                        .min_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None)
+                } else {
+                    options.max_connections(SQLITE_MAX_CONNECTIONS)
+                }
+            }
+            Backend::Postgres => AnyPoolOptions::new().max_connections(POSTGRES_MAX_CONNECTIONS),
+        };
+        let pool = options
+            .connect(&target.connect_url)
+            .await
+            .map_err(open_error)?;
+        migrations::migrator(backend)
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                target: target.display.clone(),
+                source,
+            })?;
+        tracing::debug!(target = %target.display, ?backend, "store opened");
+        let writer = Writer::spawn(pool.clone());
+        Ok(Store {
+            inner: Arc::new(Inner {
+                pool,
+                backend,
+                target: target.display,
+                writer,
+            }),
+        })
+    }
+
+    /// Which database this store talks to.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// Checks that the database answers (for `/ready`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(self.pool())
+            .await
+            .map_err(|e| StoreError::query(format!("ping({})", self.inner.target), e))?;
+        Ok(())
+    }
+
+    /// Writes what is queued, then closes every connection. Calls on any clone afterwards
+    /// fail with [`StoreError::Closed`].
+    pub async fn close(&self) {
+        self.inner.writer.shutdown().await;
+        self.inner.pool.close().await;
+    }
+
+    /// Counters of the group-commit writer (groups, ops, fallbacks), e.g. for `/metrics`.
+    pub fn write_stats(&self) -> WriteStats {
+        self.inner.writer.stats()
+    }
+
+    fn pool(&self) -> &AnyPool {
+        &self.inner.pool
+    }
+
+    fn writer(&self) -> &Writer {
+        &self.inner.writer
+    }
+}

@@ -1,0 +1,586 @@
+//! Group commit: one task does the hot-path writes (nonces, tasks, events) for everyone.
+//!
+//! Callers send an [`Op`] with a oneshot for the answer. The writer takes the first waiting op,
+//! drains whatever else is queued (up to [`MAX_BATCH`]), writes them all in one transaction,
+//! commits, and only then answers each caller with its own result. One commit (and, on SQLite,
+//! one WAL append) thus serves hundreds of requests, and nobody hears "done" before the row is
+//! committed.
+//!
+//! Inside the transaction the ops are grouped by table and written with multi-row
+//! `INSERT .. ON CONFLICT DO NOTHING RETURNING <key>`: a duplicate key is the one failure we
+//! expect (a replayed nonce, a reused id), and this way it costs no error at all — a key that is
+//! not returned was a duplicate, and only that caller hears so. Any other failure (a statement
+//! error) aborts the transaction on PostgreSQL, so then the whole group is rolled back and each
+//! op is written again on its own: the failing op fails alone and the others succeed. That
+//! keeps the common path at one statement per table per group instead of SAVEPOINT/RELEASE
+//! round trips for every op. A failed COMMIT is not retried (its outcome is unknown), so every
+//! caller of that group gets the commit error.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use sqlx::any::{Any, AnyArguments, AnyRow};
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::StoreError;
+use crate::rows::{EventRow, NonceRow, TaskRow, event_columns, task_columns};
+
+/// Most ops written in one transaction.
+pub(crate) const MAX_BATCH: usize = 512;
+/// Ops that may wait for the writer before senders are held back.
+const QUEUE_CAPACITY: usize = 8192;
+
+/// One write the writer can group.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Nonce(NonceRow),
+    Task(Box<TaskRow>),
+    Event(EventRow),
+}
+
+impl Op {
+    fn describe(&self) -> String {
+        match self {
+            Op::Nonce(n) => format!("insert_nonce(key {:?}, nonce {:?})", n.key_id, n.nonce),
+            Op::Task(t) => format!("insert_task(task {:?})", t.id),
+            Op::Event(e) => format!("append_event(event {})", e.id),
+        }
+    }
+
+    /// The answer when the insert returns no row: a duplicate key. A used nonce is an
+    /// answer (`false`), a reused id an error.
+    fn when_not_inserted(&self) -> Result<bool, StoreError> {
+        match self {
+            Op::Nonce(_) => Ok(false),
+            Op::Task(t) => Err(StoreError::Conflict {
+                what: format!("task {:?}", t.id),
+            }),
+            Op::Event(e) => Err(StoreError::Conflict {
+                what: format!("event {}", e.id),
+            }),
+        }
+    }
+}
+
+/// `Ok(true)`: written; `Ok(false)`: a nonce that was already used.
+type Reply = oneshot::Sender<Result<bool, StoreError>>;
+
+struct Job {
+    op: Op,
+    reply: Reply,
+}
+
+enum Msg {
+    Job(Job),
+    /// Finish what is queued, then stop and say so.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Counters of the group-commit writer, e.g. for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Transactions committed (or attempted) by the writer.
+    pub batches: u64,
+    /// Ops written; `ops / batches` is the average group size.
+    pub ops: u64,
+    /// Groups that hit a statement error and were retried op by op.
+    pub fallbacks: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    ops: AtomicU64,
+    fallbacks: AtomicU64,
+}
+
+/// The sending side of the writer task.
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Msg>,
+    counters: Arc<Counters>,
+    /// Set by [`Writer::shutdown`], so a refused op says "closed" rather than "stopped".
+    closed: AtomicBool,
+}
+
+impl Writer {
+    /// Starts the writer task on the current tokio runtime.
+    pub(crate) fn spawn(pool: AnyPool) -> Writer {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(run(pool, rx, Arc::clone(&counters)));
+        Writer {
+            tx,
+            counters,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues one op and waits until its group is committed: `Ok(true)` when written,
+    /// `Ok(false)` for a nonce that was already used.
+    pub(crate) async fn submit(&self, op: Op) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send(Msg::Job(Job { op, reply })).await.is_err() {
+            return Err(self.gone());
+        }
+        answer.await.map_err(|_| self.gone())?
+    }
+
+    fn gone(&self) -> StoreError {
+        if self.closed.load(Ordering::Relaxed) {
+            StoreError::Closed
+        } else {
+            StoreError::WriterStopped
+        }
+    }
+
+    /// Writes everything already queued, then stops the writer. Later submits get `Closed`.
+    pub(crate) async fn shutdown(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown(ack)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    pub(crate) fn stats(&self) -> WriteStats {
+        WriteStats {
+            batches: self.counters.batches.load(Ordering::Relaxed),
+            ops: self.counters.ops.load(Ordering::Relaxed),
+            fallbacks: self.counters.fallbacks.load(Ordering::Relaxed),
+        }
+    }
+}
+
+async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Msg>, counters: Arc<Counters>) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut acks = Vec::new();
+    // After a shutdown message the receiver is closed: recv() still hands out what was queued
+    // before it, then None.
+    while let Some(msg) = rx.recv().await {
+        take(msg, &mut jobs, &mut acks, &mut rx);
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(msg) => take(msg, &mut jobs, &mut acks, &mut rx),
+                Err(_) => break,
+            }
+        }
+        if !jobs.is_empty() {
+            let (ops, replies): (Vec<Op>, Vec<Reply>) =
+                jobs.drain(..).map(|j| (j.op, j.reply)).unzip();
+            let results = commit_group(&pool, &ops, &counters).await;
+            for (reply, result) in replies.into_iter().zip(results) {
+                // A caller that gave up waiting is no error: its write is committed anyway.
+                let _ = reply.send(result);
+            }
+        }
+    }
+    for ack in acks {
+        let _ = ack.send(());
+    }
+}
+
+fn take(
+    msg: Msg,
+    jobs: &mut Vec<Job>,
+    acks: &mut Vec<oneshot::Sender<()>>,
+    rx: &mut mpsc::Receiver<Msg>,
+) {
+    match msg {
+        Msg::Job(job) => jobs.push(job),
+        Msg::Shutdown(ack) => {
+            rx.close();
+            acks.push(ack);
+        }
+    }
+}
+
+enum Failed {
+    /// Nothing was committed; writing again is safe.
+    BeforeCommit(sqlx::Error),
+    /// COMMIT itself failed; the outcome is unknown.
+    Commit(sqlx::Error),
+}
+
+/// Writes `ops` in one transaction and returns one result per op, in order.
+async fn commit_group(
+    pool: &AnyPool,
+    ops: &[Op],
+    counters: &Counters,
+) -> Vec<Result<bool, StoreError>> {
+    counters.batches.fetch_add(1, Ordering::Relaxed);
+    counters.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
+    match in_one_transaction(pool, ops).await {
+        Ok(results) => results,
+        Err(Failed::Commit(e)) => {
+            tracing::error!(error = %e, ops = ops.len(), "store: committing a group of writes failed");
+            let e = Arc::new(e);
+            ops.iter()
+                .map(|_| {
+                    Err(StoreError::Commit {
+                        ops: ops.len(),
+                        source: Arc::clone(&e),
+                    })
+                })
+                .collect()
+        }
+        Err(Failed::BeforeCommit(e)) if ops.len() == 1 => {
+            vec![Err(StoreError::query(ops[0].describe(), e))]
+        }
+        Err(Failed::BeforeCommit(e)) => {
+            tracing::warn!(error = %e, ops = ops.len(), "store: a grouped write failed; writing each op on its own");
+            counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+            let mut results = Vec::with_capacity(ops.len());
+            for op in ops {
+                results.push(alone(pool, op).await);
+            }
+            results
+        }
+    }
+}
+
+async fn in_one_transaction(
+    pool: &AnyPool,
+    ops: &[Op],
+) -> Result<Vec<Result<bool, StoreError>>, Failed> {
+    let mut tx = pool.begin().await.map_err(Failed::BeforeCommit)?;
+    // On error `tx` is dropped here, which rolls it back.
+    let results = apply(&mut tx, ops).await.map_err(Failed::BeforeCommit)?;
+    tx.commit().await.map_err(Failed::Commit)?;
+    Ok(results)
+}
+
+/// Writes one op in its own (autocommit) statement.
+async fn alone(pool: &AnyPool, op: &Op) -> Result<bool, StoreError> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(|e| StoreError::query(op.describe(), e))?;
+    let results = apply(&mut conn, std::slice::from_ref(op))
+        .await
+        .map_err(|e| StoreError::query(op.describe(), e))?;
+    results
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| op.when_not_inserted())
+}
+
+/// Runs the inserts of `ops`, grouped by table, on `conn`. Each op's result starts as "not
+/// inserted" and flips when its key comes back from `RETURNING`; a key that appears twice in
+/// one group is inserted once, for the first op that names it.
+async fn apply(
+    conn: &mut AnyConnection,
+    ops: &[Op],
+) -> Result<Vec<Result<bool, StoreError>>, sqlx::Error> {
+    let mut results: Vec<Result<bool, StoreError>> =
+        ops.iter().map(Op::when_not_inserted).collect();
+
+    let mut nonce_first: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut task_first: HashMap<&str, usize> = HashMap::new();
+    let mut event_first: HashMap<i64, usize> = HashMap::new();
+    let (mut nonces, mut tasks, mut events) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            Op::Nonce(n) => {
+                if let std::collections::hash_map::Entry::Vacant(slot) =
+                    nonce_first.entry((n.key_id.as_str(), n.nonce.as_str()))
+                {
+                    slot.insert(i);
+                    nonces.push(n);
+                }
+            }
+            Op::Task(t) => {
+                if let std::collections::hash_map::Entry::Vacant(slot) =
+                    task_first.entry(t.id.as_str())
+                {
+                    slot.insert(i);
+                    tasks.push(&**t);
+                }
+            }
+            Op::Event(e) => {
+                if let std::collections::hash_map::Entry::Vacant(slot) = event_first.entry(e.id) {
+                    slot.insert(i);
+                    events.push(e);
+                }
+            }
+        }
+    }
+
+    let nonce_head = "INSERT INTO nonces (key_id, nonce, ts) VALUES ";
+    let nonce_tail = " ON CONFLICT (key_id, nonce) DO NOTHING RETURNING key_id, nonce";
+    for row in insert_returning(conn, &nonces, nonce_head, 3, nonce_tail, bind_nonce).await? {
+        let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        if let Some(&i) = nonce_first.get(&(key.0.as_str(), key.1.as_str())) {
+            results[i] = Ok(true);
+        }
+    }
+
+    let task_head = concat!("INSERT INTO gateway_tasks (", task_columns!(), ") VALUES ");
+    let task_tail = " ON CONFLICT (id) DO NOTHING RETURNING id";
+    for row in insert_returning(conn, &tasks, task_head, 16, task_tail, bind_task).await? {
+        let id: String = row.try_get(0)?;
+        if let Some(&i) = task_first.get(id.as_str()) {
+            results[i] = Ok(true);
+        }
+    }
+
+    let event_head = concat!("INSERT INTO events (", event_columns!(), ") VALUES ");
+    let event_tail = " ON CONFLICT (id) DO NOTHING RETURNING id";
+    for row in insert_returning(conn, &events, event_head, 6, event_tail, bind_event).await? {
+        let id: i64 = row.try_get(0)?;
+        if let Some(&i) = event_first.get(&id) {
+            results[i] = Ok(true);
+        }
+    }
+    Ok(results)
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, Any, AnyArguments>;
+
+/// Multi-row insert of `rows` with `RETURNING`; returns the returned rows. Rows go in chunks
+/// whose sizes are powers of two, so each table needs at most ten distinct statements and
+/// they all stay in the connection's prepared-statement cache.
+async fn insert_returning<T>(
+    conn: &mut AnyConnection,
+    rows: &[&T],
+    head: &str,
+    columns: usize,
+    tail: &str,
+    bind: for<'q> fn(AnyQuery<'q>, &T) -> AnyQuery<'q>,
+) -> Result<Vec<AnyRow>, sqlx::Error> {
+    let mut returned = Vec::with_capacity(rows.len());
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let size = (1usize << rest.len().ilog2()).min(MAX_BATCH);
+        let (chunk, tail_rows) = rest.split_at(size);
+        rest = tail_rows;
+        let mut query = sqlx::query(AssertSqlSafe(values_sql(head, columns, size, tail)));
+        for row in chunk {
+            query = bind(query, row);
+        }
+        returned.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(returned)
+}
+
+/// `head ($1,$2),($3,$4) tail` for `rows` rows of `columns` placeholders. Built from constants
+/// only; the values are always bound.
+fn values_sql(head: &str, columns: usize, rows: usize, tail: &str) -> String {
+    let mut sql = String::with_capacity(head.len() + tail.len() + rows * (columns * 6 + 3));
+    sql.push_str(head);
+    let mut n = 0;
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ",(" });
+        for c in 0..columns {
+            n += 1;
+            let _ = write!(sql, "{}${n}", if c == 0 { "" } else { "," });
+        }
+        sql.push(')');
+    }
+    sql.push_str(tail);
+    sql
+}
+
+fn bind_nonce<'q>(q: AnyQuery<'q>, n: &NonceRow) -> AnyQuery<'q> {
+    q.bind(n.key_id.clone()).bind(n.nonce.clone()).bind(n.ts)
+}
+
+fn bind_task<'q>(q: AnyQuery<'q>, t: &TaskRow) -> AnyQuery<'q> {
+    q.bind(t.id.clone())
+        .bind(t.key_id.clone())
+        .bind(t.intent.clone())
+        .bind(t.args_json.clone())
+        .bind(t.plan_json.clone())
+        .bind(t.plan_digest.clone())
+        .bind(t.risk.clone())
+        .bind(t.state.clone())
+        .bind(t.token_hash.clone())
+        .bind(t.expires_at)
+        .bind(t.approved_at)
+        .bind(t.approved_by.clone())
+        .bind(t.token_used_at)
+        .bind(t.result_json.clone())
+        .bind(t.created_at)
+        .bind(t.updated_at)
+}
+
+fn bind_event<'q>(q: AnyQuery<'q>, e: &EventRow) -> AnyQuery<'q> {
+    q.bind(e.id)
+        .bind(e.task_id.clone())
+        .bind(e.key_id.clone())
+        .bind(e.kind.clone())
+        .bind(e.data_json.clone())
+        .bind(e.ts_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Store;
+
+    fn nonce(key_id: &str, nonce: &str) -> Op {
+        Op::Nonce(NonceRow {
+            key_id: key_id.to_owned(),
+            nonce: nonce.to_owned(),
+            ts: 100,
+        })
+    }
+
+    fn task(id: &str) -> Op {
+        Op::Task(Box::new(TaskRow {
+            id: id.to_owned(),
+            key_id: "k".to_owned(),
+            intent: "screenshot".to_owned(),
+            args_json: "{}".to_owned(),
+            plan_json: "[]".to_owned(),
+            plan_digest: "d".to_owned(),
+            risk: "low".to_owned(),
+            state: "planned".to_owned(),
+            token_hash: "h".to_owned(),
+            expires_at: 1,
+            approved_at: None,
+            approved_by: None,
+            token_used_at: None,
+            result_json: None,
+            created_at: 1,
+            updated_at: 1,
+        }))
+    }
+
+    fn event(id: i64) -> Op {
+        Op::Event(EventRow {
+            id,
+            task_id: "t".to_owned(),
+            key_id: "k".to_owned(),
+            kind: "step.output".to_owned(),
+            data_json: "{}".to_owned(),
+            ts_ms: 1,
+        })
+    }
+
+    /// Queues `ops` before the writer runs, so they are certain to form one group, then runs
+    /// the writer until the queue is empty and returns each op's answer and the counters.
+    async fn run_queued(
+        store: &Store,
+        ops: Vec<Op>,
+    ) -> (Vec<Result<bool, StoreError>>, WriteStats) {
+        let (tx, rx) = mpsc::channel(ops.len() + 1);
+        let mut answers = Vec::new();
+        for op in ops {
+            let (reply, answer) = oneshot::channel();
+            tx.try_send(Msg::Job(Job { op, reply })).unwrap();
+            answers.push(answer);
+        }
+        drop(tx);
+        let counters = Arc::new(Counters::default());
+        run(store.inner.pool.clone(), rx, Arc::clone(&counters)).await;
+        let mut results = Vec::new();
+        for answer in answers {
+            results.push(answer.await.unwrap());
+        }
+        let stats = Writer {
+            tx: mpsc::channel(1).0,
+            counters,
+            closed: AtomicBool::new(false),
+        }
+        .stats();
+        (results, stats)
+    }
+
+    #[tokio::test]
+    async fn queued_ops_share_one_commit_and_get_their_own_answers() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let ops = vec![
+            nonce("k1", "a"),
+            nonce("k1", "b"),
+            nonce("k1", "a"),
+            nonce("k2", "a"),
+            task("t1"),
+            task("t1"),
+            event(7),
+            event(8),
+            event(7),
+        ];
+        let (results, stats) = run_queued(&store, ops).await;
+        assert!(matches!(results[0], Ok(true)));
+        assert!(matches!(results[1], Ok(true)));
+        assert!(
+            matches!(results[2], Ok(false)),
+            "same key and nonce in one group"
+        );
+        assert!(
+            matches!(results[3], Ok(true)),
+            "another key may use the same nonce"
+        );
+        assert!(matches!(results[4], Ok(true)));
+        assert!(matches!(&results[5], Err(StoreError::Conflict { what }) if what == "task \"t1\""));
+        assert!(matches!(results[6], Ok(true)));
+        assert!(matches!(results[7], Ok(true)));
+        assert!(matches!(&results[8], Err(StoreError::Conflict { what }) if what == "event 7"));
+        assert_eq!(
+            stats,
+            WriteStats {
+                batches: 1,
+                ops: 9,
+                fallbacks: 0
+            }
+        );
+        assert_eq!(store.nonces_since(0).await.unwrap().len(), 3);
+        assert_eq!(store.max_event_id().await.unwrap(), 8);
+    }
+
+    #[tokio::test]
+    async fn a_failing_op_fails_alone() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        sqlx::raw_sql("DROP TABLE events")
+            .execute(&store.inner.pool)
+            .await
+            .unwrap();
+        let (results, stats) =
+            run_queued(&store, vec![nonce("k", "1"), event(1), nonce("k", "2")]).await;
+        assert!(matches!(results[0], Ok(true)), "{:?}", results[0]);
+        let err = results[1].as_ref().unwrap_err().to_string();
+        assert!(err.contains("append_event(event 1) failed"), "{err}");
+        assert!(err.contains("events"), "names the missing table: {err}");
+        assert!(matches!(results[2], Ok(true)), "{:?}", results[2]);
+        assert_eq!(stats.fallbacks, 1);
+        let stored: Vec<String> = store
+            .nonces_since(0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| n.nonce)
+            .collect();
+        assert_eq!(stored, ["1", "2"]);
+    }
+
+    #[tokio::test]
+    async fn a_full_group_is_split_into_statements_that_cover_every_op() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        // 511 = 256 + 128 + 64 + 32 + 16 + 8 + 4 + 2 + 1: every chunk size once.
+        let ops: Vec<Op> = (0..511).map(|i| nonce("k", &i.to_string())).collect();
+        let (results, stats) = run_queued(&store, ops).await;
+        assert!(results.iter().all(|r| matches!(r, Ok(true))));
+        assert_eq!(stats.batches, 1);
+        assert_eq!(store.nonces_since(0).await.unwrap().len(), 511);
+        // More than MAX_BATCH queued: two groups.
+        let ops: Vec<Op> = (0..600).map(|i| nonce("k", &i.to_string())).collect();
+        let (results, stats) = run_queued(&store, ops).await;
+        assert_eq!(results.iter().filter(|r| matches!(r, Ok(true))).count(), 89);
+        assert_eq!(
+            results.iter().filter(|r| matches!(r, Ok(false))).count(),
+            511
+        );
+        assert_eq!(stats.batches, 2);
+    }
+
+    #[test]
+    fn values_sql_numbers_placeholders_row_by_row() {
+        assert_eq!(
+            values_sql("INSERT INTO t (a, b) VALUES ", 2, 3, " RETURNING a"),
+            "INSERT INTO t (a, b) VALUES ($1,$2),($3,$4),($5,$6) RETURNING a"
+        );
+    }
+}
