@@ -29,6 +29,7 @@ use utoipa::ToSchema;
 /// `POST /plan` body.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"intent": "screenshot", "args": {"format": "png"}}))]
 pub struct PlanRequest {
     /// One of `screenshot`, `open_app`, `browse`, `edit_file`, `run`, `task`.
     pub intent: String,

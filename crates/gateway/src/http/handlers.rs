@@ -63,7 +63,7 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     responses((status = 200, description = "The caller's capabilities", body = Capabilities),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody)),
-    security(("bearer" = []), ("signature" = [])))]
+    security(("bearer" = [])))]
 pub async fn capabilities(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -84,7 +84,7 @@ pub async fn capabilities(
         (status = 429, description = "Rate limited", body = ErrorBody),
         (status = 502, description = "The desktop failed while planning", body = ErrorBody),
         (status = 503, description = "A needed part (agent, store) is unavailable", body = ErrorBody)),
-    security(("bearer" = []), ("signature" = [])))]
+    security(("bearer" = [])))]
 pub async fn plan(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -118,7 +118,7 @@ pub struct ExecuteQuery {
         (status = 422, description = "Bad fields", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody)),
-    security(("bearer" = []), ("signature" = [])))]
+    security(("bearer" = [])))]
 pub async fn execute(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -142,7 +142,7 @@ pub async fn execute(
         (status = 404, description = "No such task for this key", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody)),
-    security(("bearer" = []), ("signature" = [])))]
+    security(("bearer" = [])))]
 pub async fn task(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -161,7 +161,7 @@ pub async fn task(
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody)),
-    security(("bearer" = []), ("signature" = [])))]
+    security(("bearer" = [])))]
 pub async fn cancel(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -183,7 +183,7 @@ pub async fn cancel(
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody)),
-    security(("bearer" = []), ("signature" = [])))]
+    security(("bearer" = [])))]
 pub async fn approve(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -201,7 +201,7 @@ pub async fn approve(
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody)),
-    security(("bearer" = []), ("signature" = [])))]
+    security(("bearer" = [])))]
 pub async fn approval_page(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -352,7 +352,7 @@ fn tokio_util_stream(
     responses((status = 200, description = "Alive", body = Object),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody)),
-    security(("bearer" = []), ("signature" = [])))]
+    security(("bearer" = [])))]
 pub async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
@@ -364,7 +364,7 @@ pub async fn health() -> Json<serde_json::Value> {
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
         (status = 503, description = "Not ready; says which part", body = Object)),
-    security(("bearer" = []), ("signature" = [])))]
+    security(("bearer" = [])))]
 pub async fn ready(State(s): State<AppState>) -> Response {
     let gw = Arc::clone(&s.gw);
     let (store, desktop) = tokio::join!(gw.store.ping(), gw.desktop.ready());
@@ -383,10 +383,10 @@ pub async fn ready(State(s): State<AppState>) -> Response {
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics",
     description = "Prometheus text metrics.",
-    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String),
+    responses((status = 200, description = "Metrics", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody)),
-    security(("bearer" = []), ("signature" = [])))]
+    security(("bearer" = [])))]
 pub async fn metrics(State(s): State<AppState>) -> Response {
     (
         [(

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(
         title = "bytebot gateway",
-        description = "Plan → approve → execute: the safe way for AI front-ends to use a desktop. A model may only plan; a person approves the exact plan; only then does it run.",
+        description = "Plan → approve → execute: the safe way for AI front-ends to use a desktop. A model may only plan; a person approves the exact plan; only then does it run. Every operation takes `Authorization: Bearer <token>`; server-to-server callers may sign instead (the `signature` scheme: X-BYTEBOT-KEY-ID, X-BYTEBOT-TIMESTAMP, X-BYTEBOT-NONCE, X-BYTEBOT-SIG).",
     ),
     paths(
         handlers::capabilities,

@@ -152,7 +152,7 @@ async fn open_cursor(
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 422, description = "Bad Last-Event-ID", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody)),
-    security(("bearer" = []), ("signature" = [])))]
+    security(("bearer" = [])))]
 pub async fn sse(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -189,7 +189,7 @@ fn stream_box<S: Stream + Send + 'static>(s: S) -> std::pin::Pin<Box<dyn Stream<
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody)),
-    security(("bearer" = []), ("signature" = [])))]
+    security(("bearer" = [])))]
 pub async fn websocket(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
