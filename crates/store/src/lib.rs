@@ -150,7 +150,7 @@ impl Store {
                 source,
             })?;
         tracing::debug!(target = %target.display, ?backend, "store opened");
-        let writer = Writer::spawn(pool.clone());
+        let writer = Writer::spawn(pool.clone(), backend);
         Ok(Store {
             inner: Arc::new(Inner {
                 pool,

@@ -15,8 +15,14 @@
 //! keeps the common path at one statement per table per group instead of SAVEPOINT/RELEASE
 //! round trips for every op. A failed COMMIT is not retried (its outcome is unknown), so every
 //! caller of that group gets the commit error.
+//!
+//! There is one writer: SQLite takes one writer at a time anyway, and on PostgreSQL the group
+//! grows with the number of waiting callers, so one commit (one WAL flush) still serves many.
+//! Another hot-path insert (the agent's messages, say) becomes another [`Op`] variant with its
+//! own grouped insert in [`apply`].
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,8 +31,8 @@ use sqlx::any::{Any, AnyArguments, AnyRow};
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::StoreError;
 use crate::rows::{EventRow, NonceRow, TaskRow, event_columns, task_columns};
+use crate::{Backend, StoreError};
 
 /// Most ops written in one transaction.
 pub(crate) const MAX_BATCH: usize = 512;
@@ -97,6 +103,12 @@ struct Counters {
     fallbacks: AtomicU64,
 }
 
+/// Where the writer writes.
+struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
 /// The sending side of the writer task.
 pub(crate) struct Writer {
     tx: mpsc::Sender<Msg>,
@@ -107,10 +119,10 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer task on the current tokio runtime.
-    pub(crate) fn spawn(pool: AnyPool) -> Writer {
+    pub(crate) fn spawn(pool: AnyPool, backend: Backend) -> Writer {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let counters = Arc::new(Counters::default());
-        tokio::spawn(run(pool, rx, Arc::clone(&counters)));
+        tokio::spawn(run(Db { pool, backend }, rx, Arc::clone(&counters)));
         Writer {
             tx,
             counters,
@@ -154,7 +166,7 @@ impl Writer {
     }
 }
 
-async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Msg>, counters: Arc<Counters>) {
+async fn run(db: Db, mut rx: mpsc::Receiver<Msg>, counters: Arc<Counters>) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut acks = Vec::new();
     // After a shutdown message the receiver is closed: recv() still hands out what was queued
@@ -170,7 +182,7 @@ async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Msg>, counters: Arc<Counters>
         if !jobs.is_empty() {
             let (ops, replies): (Vec<Op>, Vec<Reply>) =
                 jobs.drain(..).map(|j| (j.op, j.reply)).unzip();
-            let results = commit_group(&pool, &ops, &counters).await;
+            let results = commit_group(&db, &ops, &counters).await;
             for (reply, result) in replies.into_iter().zip(results) {
                 // A caller that gave up waiting is no error: its write is committed anyway.
                 let _ = reply.send(result);
@@ -205,14 +217,10 @@ enum Failed {
 }
 
 /// Writes `ops` in one transaction and returns one result per op, in order.
-async fn commit_group(
-    pool: &AnyPool,
-    ops: &[Op],
-    counters: &Counters,
-) -> Vec<Result<bool, StoreError>> {
+async fn commit_group(db: &Db, ops: &[Op], counters: &Counters) -> Vec<Result<bool, StoreError>> {
     counters.batches.fetch_add(1, Ordering::Relaxed);
     counters.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
-    match in_one_transaction(pool, ops).await {
+    match in_one_transaction(db, ops).await {
         Ok(results) => results,
         Err(Failed::Commit(e)) => {
             tracing::error!(error = %e, ops = ops.len(), "store: committing a group of writes failed");
@@ -234,31 +242,31 @@ async fn commit_group(
             counters.fallbacks.fetch_add(1, Ordering::Relaxed);
             let mut results = Vec::with_capacity(ops.len());
             for op in ops {
-                results.push(alone(pool, op).await);
+                results.push(alone(db, op).await);
             }
             results
         }
     }
 }
 
-async fn in_one_transaction(
-    pool: &AnyPool,
-    ops: &[Op],
-) -> Result<Vec<Result<bool, StoreError>>, Failed> {
-    let mut tx = pool.begin().await.map_err(Failed::BeforeCommit)?;
+async fn in_one_transaction(db: &Db, ops: &[Op]) -> Result<Vec<Result<bool, StoreError>>, Failed> {
+    let mut tx = db.pool.begin().await.map_err(Failed::BeforeCommit)?;
     // On error `tx` is dropped here, which rolls it back.
-    let results = apply(&mut tx, ops).await.map_err(Failed::BeforeCommit)?;
+    let results = apply(&mut tx, db.backend, ops)
+        .await
+        .map_err(Failed::BeforeCommit)?;
     tx.commit().await.map_err(Failed::Commit)?;
     Ok(results)
 }
 
 /// Writes one op in its own (autocommit) statement.
-async fn alone(pool: &AnyPool, op: &Op) -> Result<bool, StoreError> {
-    let mut conn = pool
+async fn alone(db: &Db, op: &Op) -> Result<bool, StoreError> {
+    let mut conn = db
+        .pool
         .acquire()
         .await
         .map_err(|e| StoreError::query(op.describe(), e))?;
-    let results = apply(&mut conn, std::slice::from_ref(op))
+    let results = apply(&mut conn, db.backend, std::slice::from_ref(op))
         .await
         .map_err(|e| StoreError::query(op.describe(), e))?;
     results
@@ -272,6 +280,7 @@ async fn alone(pool: &AnyPool, op: &Op) -> Result<bool, StoreError> {
 /// one group is inserted once, for the first op that names it.
 async fn apply(
     conn: &mut AnyConnection,
+    backend: Backend,
     ops: &[Op],
 ) -> Result<Vec<Result<bool, StoreError>>, sqlx::Error> {
     let mut results: Vec<Result<bool, StoreError>> =
@@ -284,7 +293,7 @@ async fn apply(
     for (i, op) in ops.iter().enumerate() {
         match op {
             Op::Nonce(n) => {
-                if let std::collections::hash_map::Entry::Vacant(slot) =
+                if let Entry::Vacant(slot) =
                     nonce_first.entry((n.key_id.as_str(), n.nonce.as_str()))
                 {
                     slot.insert(i);
@@ -292,15 +301,13 @@ async fn apply(
                 }
             }
             Op::Task(t) => {
-                if let std::collections::hash_map::Entry::Vacant(slot) =
-                    task_first.entry(t.id.as_str())
-                {
+                if let Entry::Vacant(slot) = task_first.entry(t.id.as_str()) {
                     slot.insert(i);
                     tasks.push(&**t);
                 }
             }
             Op::Event(e) => {
-                if let std::collections::hash_map::Entry::Vacant(slot) = event_first.entry(e.id) {
+                if let Entry::Vacant(slot) = event_first.entry(e.id) {
                     slot.insert(i);
                     events.push(e);
                 }
@@ -310,7 +317,11 @@ async fn apply(
 
     let nonce_head = "INSERT INTO nonces (key_id, nonce, ts) VALUES ";
     let nonce_tail = " ON CONFLICT (key_id, nonce) DO NOTHING RETURNING key_id, nonce";
-    for row in insert_returning(conn, &nonces, nonce_head, 3, nonce_tail, bind_nonce).await? {
+    for row in insert_returning(
+        conn, backend, &nonces, nonce_head, 3, nonce_tail, bind_nonce,
+    )
+    .await?
+    {
         let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
         if let Some(&i) = nonce_first.get(&(key.0.as_str(), key.1.as_str())) {
             results[i] = Ok(true);
@@ -319,7 +330,7 @@ async fn apply(
 
     let task_head = concat!("INSERT INTO gateway_tasks (", task_columns!(), ") VALUES ");
     let task_tail = " ON CONFLICT (id) DO NOTHING RETURNING id";
-    for row in insert_returning(conn, &tasks, task_head, 16, task_tail, bind_task).await? {
+    for row in insert_returning(conn, backend, &tasks, task_head, 16, task_tail, bind_task).await? {
         let id: String = row.try_get(0)?;
         if let Some(&i) = task_first.get(id.as_str()) {
             results[i] = Ok(true);
@@ -328,7 +339,11 @@ async fn apply(
 
     let event_head = concat!("INSERT INTO events (", event_columns!(), ") VALUES ");
     let event_tail = " ON CONFLICT (id) DO NOTHING RETURNING id";
-    for row in insert_returning(conn, &events, event_head, 6, event_tail, bind_event).await? {
+    for row in insert_returning(
+        conn, backend, &events, event_head, 6, event_tail, bind_event,
+    )
+    .await?
+    {
         let id: i64 = row.try_get(0)?;
         if let Some(&i) = event_first.get(&id) {
             results[i] = Ok(true);
@@ -344,6 +359,7 @@ type AnyQuery<'q> = sqlx::query::Query<'q, Any, AnyArguments>;
 /// they all stay in the connection's prepared-statement cache.
 async fn insert_returning<T>(
     conn: &mut AnyConnection,
+    backend: Backend,
     rows: &[&T],
     head: &str,
     columns: usize,
@@ -356,7 +372,9 @@ async fn insert_returning<T>(
         let size = (1usize << rest.len().ilog2()).min(MAX_BATCH);
         let (chunk, tail_rows) = rest.split_at(size);
         rest = tail_rows;
-        let mut query = sqlx::query(AssertSqlSafe(values_sql(head, columns, size, tail)));
+        let mut query = sqlx::query(AssertSqlSafe(values_sql(
+            backend, head, columns, size, tail,
+        )));
         for row in chunk {
             query = bind(query, row);
         }
@@ -365,9 +383,9 @@ async fn insert_returning<T>(
     Ok(returned)
 }
 
-/// `head ($1,$2),($3,$4) tail` for `rows` rows of `columns` placeholders. Built from constants
-/// only; the values are always bound.
-fn values_sql(head: &str, columns: usize, rows: usize, tail: &str) -> String {
+/// `head ($1,$2),($3,$4) tail` for `rows` rows of `columns` placeholders (`?` on SQLite, see
+/// below). Built from constants only; the values are always bound.
+fn values_sql(backend: Backend, head: &str, columns: usize, rows: usize, tail: &str) -> String {
     let mut sql = String::with_capacity(head.len() + tail.len() + rows * (columns * 6 + 3));
     sql.push_str(head);
     let mut n = 0;
@@ -375,7 +393,17 @@ fn values_sql(head: &str, columns: usize, rows: usize, tail: &str) -> String {
         sql.push_str(if r == 0 { "(" } else { ",(" });
         for c in 0..columns {
             n += 1;
-            let _ = write!(sql, "{}${n}", if c == 0 { "" } else { "," });
+            if c > 0 {
+                sql.push(',');
+            }
+            match backend {
+                // SQLite looks up a named parameter (`$7`) by walking a list of all names, so
+                // binding thousands of `$N` costs O(n²); anonymous `?`s bind in order for free.
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    let _ = write!(sql, "${n}");
+                }
+            }
         }
         sql.push(')');
     }
@@ -475,7 +503,11 @@ mod tests {
         }
         drop(tx);
         let counters = Arc::new(Counters::default());
-        run(store.inner.pool.clone(), rx, Arc::clone(&counters)).await;
+        let db = Db {
+            pool: store.inner.pool.clone(),
+            backend: store.inner.backend,
+        };
+        run(db, rx, Arc::clone(&counters)).await;
         let mut results = Vec::new();
         for answer in answers {
             results.push(answer.await.unwrap());
@@ -579,8 +611,18 @@ mod tests {
     #[test]
     fn values_sql_numbers_placeholders_row_by_row() {
         assert_eq!(
-            values_sql("INSERT INTO t (a, b) VALUES ", 2, 3, " RETURNING a"),
+            values_sql(
+                Backend::Postgres,
+                "INSERT INTO t (a, b) VALUES ",
+                2,
+                3,
+                " RETURNING a"
+            ),
             "INSERT INTO t (a, b) VALUES ($1,$2),($3,$4),($5,$6) RETURNING a"
+        );
+        assert_eq!(
+            values_sql(Backend::Sqlite, "INSERT INTO t (a) VALUES ", 1, 2, ""),
+            "INSERT INTO t (a) VALUES (?),(?)"
         );
     }
 }

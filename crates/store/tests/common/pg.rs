@@ -76,7 +76,7 @@ impl PgServer {
         // pg_ctl hands -o to the server through a shell; the folder name is ours (letters,
         // digits, '-', '/'), never input.
         let server_options = format!(
-            "-k {} -p {} -c listen_addresses='' -c fsync=off -c max_connections=200",
+            "-k {} -p {} -c listen_addresses='' -c fsync=off",
             server.socket_dir().display(),
             port
         );
