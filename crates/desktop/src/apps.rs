@@ -264,14 +264,14 @@ mod tests {
 
     #[tokio::test]
     async fn missing_program_names_the_config_key() {
-        let e = launch(":0", "ghost", &spec(&["/nonexistent/bytebot-ghost"], None))
+        let e = launch(":0", "ghost", &spec(&["/nonexistent/bytebot-ghost"], None), &[])
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("desktop.applications.ghost.command") && e.contains("bytebot-ghost"),
             "{e}"
         );
-        let e = launch(":0", "empty", &spec(&[], None))
+        let e = launch(":0", "empty", &spec(&[], None), &[])
             .unwrap_err()
             .to_string();
         assert!(e.contains("desktop.applications.empty.command"), "{e}");

@@ -1,17 +1,19 @@
 //! Our own API beside Bytebot's: screenshots with format, quality, region
-//! and scale; batches; settle; windows; health, readiness and metrics.
+//! and scale; the screen's resolution; batches; settle; windows; health,
+//! readiness and metrics.
 
 use super::AppState;
 use super::error::ApiError;
 use crate::encode::{EncodeOptions, Format};
 use crate::x11::capture::Region;
+use crate::x11::randr::ResolutionError;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use base64::Engine as _;
 use bytebot_protocol::{BatchItem, BatchResult, parse_action};
 use serde::Deserialize;
@@ -25,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/v1/screen", get(screen))
+        .route("/v1/screen/resolution", put(set_resolution))
         .route("/v1/screenshot", get(screenshot))
         .route("/v1/actions", post(batch))
         .route("/v1/settle", post(settle))
@@ -62,7 +65,98 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn screen(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let (w, h) = state.desktop.on_session(|s| s.screen_size()).await?;
+    let (w, h, range) = state
+        .desktop
+        .on_session(|s| {
+            let (w, h) = s.screen_size()?;
+            // Without RandR the size is fixed; say so with a null range.
+            let range = match s.size_range() {
+                Ok(r) => Some(r),
+                Err(ResolutionError::Desktop(e)) => return Err(e),
+                Err(_) => None,
+            };
+            Ok((w, h, range))
+        })
+        .await?;
+    Ok(Json(json!({
+        "width": w,
+        "height": h,
+        "display": state.desktop.display(),
+        "resolution_range": range,
+    })))
+}
+
+impl From<ResolutionError> for ApiError {
+    fn from(e: ResolutionError) -> Self {
+        match e {
+            ResolutionError::BadSize { field, message } => ApiError::bad_field(field, message),
+            ResolutionError::Unsupported(m) => {
+                ApiError::new(StatusCode::NOT_IMPLEMENTED, "unsupported", m)
+            }
+            ResolutionError::Refused(m) => ApiError::new(StatusCode::CONFLICT, "refused", m),
+            ResolutionError::Desktop(e) => e.into(),
+        }
+    }
+}
+
+/// Reads `{"width": W, "height": H}`, naming the field that is wrong.
+fn resolution_body(body: &[u8]) -> Result<(u32, u32), ApiError> {
+    const EXPECTED: &str = "expected {\"width\": 1280, \"height\": 960}";
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_field("body", format!("is not JSON ({e}); {EXPECTED}")))?;
+    let Some(object) = value.as_object() else {
+        return Err(ApiError::bad_field(
+            "body",
+            format!("is not a JSON object; {EXPECTED}"),
+        ));
+    };
+    if let Some(extra) = object.keys().find(|k| *k != "width" && *k != "height") {
+        return Err(ApiError::bad_field(
+            extra,
+            format!("unknown field \"{extra}\"; {EXPECTED}"),
+        ));
+    }
+    let (min_w, min_h) = crate::x11::randr::MIN_SIZE;
+    // The floor is ours, so it is checked before asking the X server.
+    let dim = |field: &str, min: u16| -> Result<u32, ApiError> {
+        let Some(v) = object.get(field) else {
+            return Err(ApiError::bad_field(
+                field,
+                format!("is missing; {EXPECTED}"),
+            ));
+        };
+        match v.as_u64() {
+            Some(n) if n < u64::from(min) => Err(ApiError::bad_field(
+                field,
+                format!("{n} is too small; the smallest screen we set is {min_w}x{min_h}"),
+            )),
+            Some(n) => u32::try_from(n)
+                .map_err(|_| ApiError::bad_field(field, format!("{n} is too large"))),
+            None => Err(ApiError::bad_field(
+                field,
+                format!("{v} is not a positive whole number of pixels; {EXPECTED}"),
+            )),
+        }
+    };
+    Ok((dim("width", min_w)?, dim("height", min_h)?))
+}
+
+/// `PUT /v1/screen/resolution`: changes the screen size through RandR.
+async fn set_resolution(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let (width, height) = resolution_body(&body)?;
+    let outcome = state
+        .desktop
+        .on_session(move |s| match s.set_resolution(width, height) {
+            // Connection failures go through the session so it reconnects.
+            Err(ResolutionError::Desktop(e)) => Err(e),
+            other => Ok(other),
+        })
+        .await?;
+    let (w, h) = outcome?;
+    tracing::info!(width = w, height = h, "screen resolution changed");
     Ok(Json(
         json!({ "width": w, "height": h, "display": state.desktop.display() }),
     ))

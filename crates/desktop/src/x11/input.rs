@@ -8,8 +8,8 @@ use bytebot_protocol::{Button, ScrollDirection};
 use std::time::Duration;
 use x11rb::connection::Connection;
 use x11rb::protocol::xproto::{
-    BUTTON_PRESS_EVENT, BUTTON_RELEASE_EVENT, KEY_PRESS_EVENT, KEY_RELEASE_EVENT, Keysym,
-    MOTION_NOTIFY_EVENT,
+    BUTTON_PRESS_EVENT, BUTTON_RELEASE_EVENT, ConnectionExt as _, KEY_PRESS_EVENT,
+    KEY_RELEASE_EVENT, KeyButMask, Keysym, MOTION_NOTIFY_EVENT,
 };
 use x11rb::protocol::xtest::ConnectionExt as _;
 
@@ -104,8 +104,11 @@ impl XSession {
         }
     }
 
-    /// Presses or releases the key that produces `keysym`, with Shift when the
-    /// keysym sits on the shifted level.
+    /// Presses or releases the key that produces `keysym`, with Shift held
+    /// from its press to its release when the keysym sits on the shifted
+    /// level (`percent`, `colon`, `plus`) and Shift isn't down already.
+    /// Keysyms only reachable on higher levels got a spare keycode in
+    /// [`key_for`](Self::key_for), which needs no modifier.
     pub fn keysym(
         &mut self,
         keysym: Keysym,
@@ -113,7 +116,49 @@ impl XSession {
         used: &mut Vec<u8>,
     ) -> Result<(), DesktopError> {
         let pos = self.key_for(keysym, used)?;
-        self.keycode(pos.keycode, down)
+        if !down {
+            self.keycode(pos.keycode, false)?;
+            if let Some(i) = self.auto_shift.iter().position(|&k| k == pos.keycode) {
+                self.auto_shift.swap_remove(i);
+                if self.auto_shift.is_empty() {
+                    self.press_shift(false, used)?;
+                }
+            }
+            return Ok(());
+        }
+        if keysym == SHIFT_L && !self.auto_shift.is_empty() {
+            // The caller's own Shift_L after a key we shifted (`percent+shift`):
+            // it is down already; from now on it is theirs to release.
+            self.auto_shift.clear();
+            return Ok(());
+        }
+        if pos.shift {
+            if !self.auto_shift.is_empty() || !self.shift_is_down()? {
+                if self.auto_shift.is_empty() {
+                    self.press_shift(true, used)?;
+                }
+                self.auto_shift.push(pos.keycode);
+            }
+        } else if !self.auto_shift.is_empty() && !is_modifier(keysym) {
+            // A plain key after a shifted one in one chord (`exclam+a`): let
+            // go of our Shift so it types its own level.
+            self.press_shift(false, used)?;
+            self.auto_shift.clear();
+        }
+        self.keycode(pos.keycode, true)
+    }
+
+    /// Presses or releases Shift_L for a shifted keysym.
+    fn press_shift(&mut self, down: bool, used: &mut Vec<u8>) -> Result<(), DesktopError> {
+        let shift = self.key_for(SHIFT_L, used)?;
+        self.keycode(shift.keycode, down)
+    }
+
+    /// Whether Shift is in effect now (held by the caller or a person), as
+    /// the server sees it after every event we sent so far.
+    fn shift_is_down(&self) -> Result<bool, DesktopError> {
+        let pointer = self.conn.query_pointer(self.root)?.reply()?;
+        Ok(u16::from(pointer.mask) & u16::from(KeyButMask::SHIFT) != 0)
     }
 
     /// Types one character: its key, with Shift around it when needed.
@@ -157,6 +202,12 @@ impl XSession {
         }
         Ok(())
     }
+}
+
+/// Whether `keysym` is a modifier key (Shift, Control, Alt, Super, level
+/// shifts), which may be pressed while our Shift is held without ending it.
+fn is_modifier(keysym: Keysym) -> bool {
+    (0xffe1..=0xffee).contains(&keysym) || (0xfe01..=0xfe13).contains(&keysym)
 }
 
 /// The keysym X uses for a character: Latin-1 keysyms are the code point,

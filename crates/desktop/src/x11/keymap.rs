@@ -52,17 +52,21 @@ impl Keymap {
         self.index.clear();
         self.spare.clear();
         let per = usize::from(self.per_code.max(1));
-        for (i, chunk) in self.syms.chunks(per).enumerate() {
-            let Ok(offset) = u8::try_from(i) else { break };
-            let keycode = self.min.saturating_add(offset);
-            if chunk.iter().all(|&s| s == 0) {
-                self.spare.push(keycode);
-                continue;
-            }
-            // Levels 0 and 1 are plain and Shift; higher levels need AltGr or
-            // mode switch, which we don't chase: such keysyms get a spare keycode.
-            for (level, &sym) in chunk.iter().take(2).enumerate() {
-                if sym != 0 {
+        // Levels 0 and 1 are plain and Shift; higher levels need AltGr or
+        // mode switch, which we don't chase: such keysyms get a spare keycode.
+        // Level 0 everywhere first, so a keysym some key gives without Shift
+        // (`less` on the <> key) is never typed with it.
+        for level in 0..per.min(2) {
+            for (i, chunk) in self.syms.chunks(per).enumerate() {
+                let Ok(offset) = u8::try_from(i) else { break };
+                let keycode = self.min.saturating_add(offset);
+                if chunk.iter().all(|&s| s == 0) {
+                    if level == 0 {
+                        self.spare.push(keycode);
+                    }
+                    continue;
+                }
+                if let Some(&sym) = chunk.get(level).filter(|&&s| s != 0) {
                     self.index.entry(sym).or_insert(KeyPos {
                         keycode,
                         shift: level == 1,

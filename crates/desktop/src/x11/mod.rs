@@ -9,6 +9,7 @@ pub mod clipboard;
 pub mod cursor;
 pub mod input;
 pub mod keymap;
+pub mod randr;
 pub mod watcher;
 pub mod windows;
 
@@ -31,6 +32,9 @@ pub struct XSession {
     pub has_xtest: bool,
     /// Whether XFixes (cursor image) is usable.
     pub has_xfixes: bool,
+    /// Keys held down that we pressed Shift_L for (`percent`): Shift_L is
+    /// released with the last of them.
+    pub auto_shift: Vec<x11rb::protocol::xproto::Keycode>,
 }
 
 impl XSession {
@@ -68,6 +72,7 @@ impl XSession {
             shm,
             has_xtest,
             has_xfixes,
+            auto_shift: Vec::new(),
         })
     }
 
