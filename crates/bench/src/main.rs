@@ -1,11 +1,13 @@
 //! `bytebot-bench`: measures the desktop daemon and its peers side by side
-//! on one Xvfb screen in one run, and writes docs/BENCHMARKS.md.
+//! on one Xvfb screen in one run, and the gateway under load (`gateway.rs`),
+//! and writes docs/BENCHMARKS.md.
 //!
 //! Ours is the real `bytebot desktop` process driven over HTTP on loopback
 //! (end to end, as a client sees it); the peers are the programs people use
 //! instead (scrot, python mss, xdotool, the tesseract CLI), run on the same
 //! screen with the same content.
 
+mod gateway;
 mod screen;
 mod stats;
 
@@ -17,7 +19,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Benchmarks bytebot's desktop daemon against scrot, mss, xdotool and tesseract.
+/// Benchmarks bytebot's desktop daemon against scrot, mss, xdotool and tesseract, and its gateway under load.
 #[derive(Debug, Parser)]
 #[command(
     after_help = "Example: cargo build --release && target/release/bytebot-bench --bytebot target/release/bytebot"
@@ -35,6 +37,25 @@ struct Args {
     /// Where to write the report; `-` for stdout only.
     #[arg(long, default_value = "docs/BENCHMARKS.md")]
     out: String,
+    /// Which parts to run (comma-separated); a part not run keeps its section of the report.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "desktop,gateway"
+    )]
+    parts: Vec<Part>,
+    #[command(flatten)]
+    gateway: gateway::Options,
+}
+
+/// A part of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    /// The desktop daemon against scrot, mss, xdotool and tesseract.
+    Desktop,
+    /// The gateway: signed /plan load, wrk ceiling, SSE fan-out, memory.
+    Gateway,
 }
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
@@ -42,6 +63,35 @@ const TEXT40: &str = "The quick brown fox jumps over a lazy dog";
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    let desktop_report = if args.parts.contains(&Part::Desktop) {
+        Some(desktop(&args)?)
+    } else {
+        None
+    };
+    let gateway_report = if args.parts.contains(&Part::Gateway) {
+        Some(gateway::run(&args.bytebot, &args.gateway)?)
+    } else {
+        None
+    };
+    let previous = match args.out.as_str() {
+        "-" => String::new(),
+        path => std::fs::read_to_string(path).unwrap_or_default(),
+    };
+    let report = gateway::merge_report(
+        &previous,
+        desktop_report.as_deref(),
+        gateway_report.as_deref(),
+    );
+    println!("{report}");
+    if args.out != "-" {
+        std::fs::write(&args.out, &report).with_context(|| format!("writing {}", args.out))?;
+        eprintln!("wrote {}", args.out);
+    }
+    Ok(())
+}
+
+/// The desktop part: its whole report.
+fn desktop(args: &Args) -> Result<String> {
     let x =
         bytebot_desktop::xserver::OwnedX::start(1280, 960, "openbox").context("starting Xvfb")?;
     let painter = screen::Painter::open(&x.display)?;
@@ -55,13 +105,7 @@ fn main() -> Result<()> {
     let _ = daemon.kill();
     let _ = daemon.wait();
     let (rows, notes) = result?;
-    let report = stats::render(&rows, &notes);
-    println!("{report}");
-    if args.out != "-" {
-        std::fs::write(&args.out, &report).with_context(|| format!("writing {}", args.out))?;
-        eprintln!("wrote {}", args.out);
-    }
-    Ok(())
+    Ok(stats::render(&rows, &notes))
 }
 
 fn free_port() -> Result<u16> {

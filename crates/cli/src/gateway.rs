@@ -6,6 +6,7 @@ use bytebot_gateway::policy::Policy;
 use bytebot_gateway::{Gateway, Paths, Server};
 use bytebot_store::Store;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// A config problem found while starting (exit code 2, like a bad config file).
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,21 @@ pub async fn start(
     listen: SocketAddr,
     desktop_url: &str,
 ) -> Result<Server> {
+    let gw = build(config, token, listen, desktop_url).await?;
+    Server::start(gw, listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (gateway.listen / --listen): is another bytebot running?"))
+}
+
+/// Opens the store, loads the policy and builds the gateway without serving
+/// it (`bytebot mcp` serves it on stdio). `listen` only shapes the links it
+/// hands out when `gateway.public_url` is not set.
+pub async fn build(
+    config: &Config,
+    token: &str,
+    listen: SocketAddr,
+    desktop_url: &str,
+) -> Result<Arc<Gateway>> {
     let policy = load_policy(config)?;
     let url = config.store_url();
     if let Some(path) = url.strip_prefix("sqlite:")
@@ -56,11 +72,8 @@ pub async fn start(
     };
     std::fs::create_dir_all(&paths.workspace)
         .with_context(|| format!("cannot create the workspace {}", paths.workspace.display()))?;
-    let gw = match Gateway::new(gw_config, policy, token, store, paths).await {
-        Ok(gw) => gw,
+    match Gateway::new(gw_config, policy, token, store, paths).await {
+        Ok(gw) => Ok(gw),
         Err(e) => bail!(StartupConfigError(e)),
-    };
-    Server::start(gw, listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen} (gateway.listen / --listen): is another bytebot running?"))
+    }
 }

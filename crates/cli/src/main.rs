@@ -28,6 +28,7 @@ const EXAMPLES: &str = "Examples:
   bytebot up                              start everything on this machine and print the URL and token
   bytebot desktop --listen 0.0.0.0:9990   serve the desktop API (Bytebot-compatible) on all interfaces
   bytebot gateway --desktop http://127.0.0.1:9990   serve plan/approve/execute for AI front-ends
+  bytebot -c bytebot.toml mcp             serve the MCP tools on stdio (for Claude Desktop and other MCP clients)
   bytebot config check -c bytebot.toml    validate a config file and print the result
 Environment: BYTEBOT_TOKEN sets the token; BYTEBOT_<SECTION>_<KEY> overrides any key (e.g. BYTEBOT_DESKTOP_RESOLUTION=1920x1080).";
 
@@ -39,6 +40,8 @@ enum Command {
     Desktop(DesktopArgs),
     /// Serve the gateway: plan → approve → execute for Open WebUI, MCP clients and scripts.
     Gateway(GatewayArgs),
+    /// Serve the gateway's MCP tools on stdin/stdout for a desktop MCP client (as key `local`, or --key).
+    Mcp(McpArgs),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -62,6 +65,16 @@ struct GatewayArgs {
     /// Address to listen on (overrides gateway.listen).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Base URL of the desktop daemon to drive (overrides gateway.desktop_url).
+    #[arg(long, value_name = "URL")]
+    desktop: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct McpArgs {
+    /// Act as this configured key (gateway.keys) and its profile instead of `local` (gateway.local_profile).
+    #[arg(long, value_name = "ID")]
+    key: Option<String>,
     /// Base URL of the desktop daemon to drive (overrides gateway.desktop_url).
     #[arg(long, value_name = "URL")]
     desktop: Option<String>,
@@ -91,6 +104,7 @@ fn main() {
         Command::Up(args) => run_desktop(config, args, true),
         Command::Desktop(args) => run_desktop(config, args, false),
         Command::Gateway(args) => run_gateway(config, args),
+        Command::Mcp(args) => run_mcp(config, args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -115,7 +129,8 @@ fn load_config(flag: Option<&std::path::Path>) -> Result<Config> {
 
 fn init_logs(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+        // rmcp logs every MCP message at info; keep that for RUST_LOG=rmcp=info.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{},rmcp=warn", config.log.level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -206,6 +221,37 @@ fn run_gateway(mut config: Config, args: GatewayArgs) -> Result<()> {
         tracing::info!("shut down cleanly");
         Ok(())
     })
+}
+
+/// `bytebot mcp`: the gateway's MCP tools on stdio. Stdout carries only MCP
+/// messages; logs go to stderr.
+fn run_mcp(mut config: Config, args: McpArgs) -> Result<()> {
+    if let Some(desktop) = args.desktop {
+        config.gateway.desktop_url = desktop;
+    }
+    if let Some(p) = config.gateway.validate().first() {
+        anyhow::bail!(gateway::StartupConfigError(format!("{}: {}", p.key, p.message)));
+    }
+    let token = token::resolve(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(async move {
+        let desktop_url = config.gateway.desktop_url.clone();
+        let gw = gateway::build(&config, &token.value, config.gateway.listen, &desktop_url).await?;
+        let caller = bytebot_gateway::mcp::acting_as(&gw, args.key.as_deref())
+            .map_err(|e| gateway::StartupConfigError(e.to_string()))?;
+        tracing::info!(key = %caller.key_id, profile = %caller.profile, %desktop_url, "serving MCP on stdio");
+        tokio::select! {
+            served = bytebot_gateway::mcp::serve_stdio(gw, caller) => served.context("MCP over stdio failed")?,
+            () = shutdown_signal() => {}
+        }
+        Ok(())
+    });
+    // A pending read of stdin cannot be cancelled; do not wait for it on the way out.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 fn print_banner(

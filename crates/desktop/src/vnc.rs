@@ -109,10 +109,30 @@ impl Vnc {
 
 impl Drop for Vnc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Stops x11vnc with SIGTERM first: killed outright it leaves its System V
+/// shared-memory segments behind, and enough of those exhaust the host's
+/// limit so that no new x11vnc can start. SIGKILL after a short grace.
+fn terminate(child: &mut Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: kill(2) with a pid we spawned and have not reaped yet.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_millis(1500);
+        while std::time::Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 enum Spawned {
@@ -176,10 +196,7 @@ fn spawn_once(
             }
         });
     }
-    let stop = |mut child: Child| {
-        let _ = child.kill();
-        let _ = child.wait();
-    };
+    let stop = |mut child: Child| terminate(&mut child);
     match rx.recv_timeout(START_TIMEOUT) {
         Ok(announced) if announced == port && accepts(port) => Ok(Spawned::Ready(child, port)),
         Ok(announced) => {

@@ -340,7 +340,8 @@ impl Authenticator {
             .find(|k| k.id == key_id && k.secret.is_some())
             .ok_or_else(|| AuthError::UnknownKey(key_id.into()))?;
         let now = now_s();
-        let skew = ts - now;
+        // Saturating: a timestamp near i64::MIN must be refused, not overflow.
+        let skew = ts.saturating_sub(now);
         if skew.unsigned_abs() > self.window {
             return Err(AuthError::Stale {
                 ts,

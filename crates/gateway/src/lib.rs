@@ -12,6 +12,7 @@ pub mod events;
 pub mod exec;
 pub mod http;
 pub mod intents;
+pub mod mcp;
 pub mod metrics;
 pub mod plan;
 pub mod policy;

@@ -553,20 +553,26 @@ impl Gateway {
             Some(&caller.key_id),
             json!({"task_id": task.id, "intent": plan.intent, "via": via, "plan_digest": task.plan_digest}),
         );
-        self.events
-            .publish(
-                &task.id,
-                &task.key_id,
-                kind::PLAN_APPROVED,
-                json!({"via": via, "plan_digest": task.plan_digest}),
-            )
-            .await?;
         let (cancel_tx, cancel_rx) = watch::channel(false);
         if let Ok(mut running) = self.running.lock() {
             running.insert(task.id.clone(), cancel_tx);
         }
         let gw = Arc::clone(self);
+        // The task is claimed: from here on nothing may wait in the request
+        // future, or a client hanging up would leave it `running` forever.
         let run = async move {
+            if let Err(e) = gw
+                .events
+                .publish(
+                    &task.id,
+                    &task.key_id,
+                    kind::PLAN_APPROVED,
+                    json!({"via": via, "plan_digest": task.plan_digest}),
+                )
+                .await
+            {
+                tracing::error!(task_id = task.id, error = %e, "cannot store the plan.approved event");
+            }
             let executor = Executor {
                 gw: &gw,
                 task_id: &task.id,
@@ -576,15 +582,22 @@ impl Gateway {
             let outcome = executor.run(&plan).await;
             gw.finish(&task, &plan, outcome).await
         };
+        // Always its own task: an approved run must not stop half-way (task
+        // left `running`, no task.finished) because the client hung up and
+        // the request future was dropped.
+        let task_id = req.task_id.clone();
+        let handle = tokio::spawn(async move {
+            let result = run.await;
+            if let Err(e) = &result {
+                tracing::error!(task_id, error = %e.detail.message, "execution failed");
+            }
+            result
+        });
         if wait {
-            run.await
+            handle
+                .await
+                .map_err(|e| ApiError::internal(format!("the execution task ended abnormally: {e}")))?
         } else {
-            let task_id = req.task_id.clone();
-            tokio::spawn(async move {
-                if let Err(e) = run.await {
-                    tracing::error!(task_id, error = %e.detail.message, "background execution failed");
-                }
-            });
             Ok(ExecuteResponse {
                 task_id: req.task_id,
                 status: "running".into(),

@@ -69,6 +69,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(handlers::health))
         .route("/ready", get(handlers::ready))
         .route("/metrics", get(handlers::metrics))
+        // MCP (streamable HTTP); inside this router so it gets the same auth.
+        .nest_service("/mcp", crate::mcp::http_service(Arc::clone(&state.gw)))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,

@@ -50,12 +50,12 @@ impl Cursor {
     }
 
     async fn refill(&mut self) -> Result<(), ApiError> {
-        let rows = self
+        let (rows, caught_up) = self
             .gw
             .events
             .backlog(self.last, self.task_id.as_deref(), self.key_id.as_deref(), PAGE)
             .await?;
-        self.caught_up = (rows.len() as i64) < PAGE;
+        self.caught_up = caught_up;
         self.backlog.extend(rows);
         Ok(())
     }
@@ -127,9 +127,10 @@ async fn open_cursor(
     let live = gw.events.subscribe();
     let last = match header_id.or(q.after) {
         Some(id) => id,
-        // A task's stream starts at its beginning; the all-tasks stream at now.
+        // A task's stream starts at its beginning; the all-tasks stream at now
+        // (the watermark: everything above it is still to be broadcast).
         None if q.task_id.is_some() => 0,
-        None => gw.store.max_event_id().await?,
+        None => gw.events.watermark(),
     };
     gw.metrics.subscribers(1);
     Ok(Cursor {

@@ -437,6 +437,18 @@ pub fn normalize_rel_path(field: &str, path: &str) -> Result<String, PlanError> 
     Ok(parts.join("/"))
 }
 
+/// The current bytes of a file to edit. The desktop refusing the path (a
+/// symlink out of the workspace, a folder, a file over its size limit) is
+/// the caller's bad argument (422), not a desktop failure (502).
+async fn read_for_edit(ctx: &PlanCtx<'_>, path: &str) -> Result<Option<Vec<u8>>, PlanError> {
+    match ctx.desktop.read_file(path).await {
+        Err(DesktopError::Refused {
+            status, message, ..
+        }) if status.is_client_error() => Err(bad("args.path", message)),
+        other => Ok(other?),
+    }
+}
+
 async fn plan_edit(ctx: &PlanCtx<'_>, a: EditFileArgs) -> Result<(Vec<Step>, Risk), PlanError> {
     let path = normalize_rel_path("args.path", &a.path)?;
     ctx.profile.check_path(&path, Access::Write)?;
@@ -455,9 +467,9 @@ async fn plan_edit(ctx: &PlanCtx<'_>, a: EditFileArgs) -> Result<(Vec<Step>, Ris
         }
         (None, Some(_)) => {
             ctx.profile.check_path(&path, Access::Read)?;
-            ctx.desktop.read_file(&path).await?
+            read_for_edit(ctx, &path).await?
         }
-        (Some(_), None) => ctx.desktop.read_file(&path).await?,
+        (Some(_), None) => read_for_edit(ctx, &path).await?,
     };
     let old_text = match &current {
         Some(bytes) => Some(String::from_utf8(bytes.clone()).map_err(|_| {
