@@ -196,6 +196,9 @@ pub struct Gateway {
     /// Base URL for links (set from the bound address when not configured).
     public_url: std::sync::RwLock<String>,
     running: Mutex<HashMap<String, watch::Sender<bool>>>,
+    /// Set when the server stops, so open event streams end and a graceful
+    /// shutdown does not wait for them forever.
+    stopping: watch::Sender<bool>,
 }
 
 /// Where the gateway keeps its files.
@@ -261,7 +264,18 @@ impl Gateway {
             metrics: Metrics::new(),
             public_url: std::sync::RwLock::new(public_url),
             running: Mutex::new(HashMap::new()),
+            stopping: watch::channel(false).0,
         }))
+    }
+
+    /// A receiver that turns true when the server begins to stop.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// Tells open event streams to end (the server is stopping).
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
     }
 
     /// Base URL for links a person opens.
@@ -623,11 +637,17 @@ impl Gateway {
             artifacts: outcome.artifacts,
         };
         let result_json = serde_json::to_string(&response).unwrap_or_default();
-        // A cancel that raced the end keeps the task cancelled.
+        // A cancel that raced the end keeps the task cancelled; either way
+        // the observations are kept, so GET /tasks shows what the run did.
         let current = self.store.get_task(&task.id).await?;
-        if current.as_ref().is_none_or(|t| t.state == "running") {
+        let state = match current.as_ref().map(|t| t.state.as_str()) {
+            None | Some("running") => Some(response.status.as_str()),
+            Some("cancelled") => Some("cancelled"),
+            Some(_) => None,
+        };
+        if let Some(state) = state {
             self.store
-                .set_task_state(&task.id, &response.status, Some(&result_json), now_s())
+                .set_task_state(&task.id, state, Some(&result_json), now_s())
                 .await?;
         }
         self.events

@@ -217,6 +217,7 @@ pub struct Server {
     pub addr: SocketAddr,
     handle: tokio::task::JoinHandle<std::io::Result<()>>,
     shutdown: tokio::sync::oneshot::Sender<()>,
+    gw: Arc<Gateway>,
 }
 
 impl Server {
@@ -227,6 +228,7 @@ impl Server {
         gw.bound_to(addr);
         let app = router(AppState::new(Arc::clone(&gw)));
         let (shutdown, rx) = tokio::sync::oneshot::channel::<()>();
+        let keep = Arc::clone(&gw);
         let pruner = tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
@@ -250,11 +252,13 @@ impl Server {
             addr,
             handle,
             shutdown,
+            gw: keep,
         })
     }
 
     /// Stops accepting, lets running requests finish, and waits.
     pub async fn stop(self) -> std::io::Result<()> {
+        self.gw.begin_shutdown();
         let _ = self.shutdown.send(());
         self.handle.await.map_err(std::io::Error::other)?
     }

@@ -40,6 +40,7 @@ struct Cursor {
     backlog: VecDeque<Event>,
     caught_up: bool,
     live: broadcast::Receiver<Arc<Event>>,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Cursor {
@@ -76,7 +77,11 @@ impl Cursor {
                 }
                 continue;
             }
-            match self.live.recv().await {
+            let received = tokio::select! {
+                r = self.live.recv() => r,
+                _ = self.stopping.wait_for(|s| *s) => return None,
+            };
+            match received {
                 Ok(e) => {
                     if self.wants(&e) {
                         self.last = e.id;
@@ -141,6 +146,7 @@ async fn open_cursor(
         backlog: VecDeque::new(),
         caught_up: false,
         live,
+        stopping: gw.stopping(),
     })
 }
 
