@@ -29,6 +29,8 @@ pub struct AppState {
     /// The gateway.
     pub gw: Arc<Gateway>,
     limiters: Arc<HashMap<String, DefaultDirectRateLimiter>>,
+    /// The MCP endpoint (streamable HTTP), mounted at `/mcp`.
+    mcp: crate::mcp::McpService,
 }
 
 impl AppState {
@@ -45,6 +47,7 @@ impl AppState {
             }
         }
         Self {
+            mcp: crate::mcp::http_service(Arc::clone(&gw)),
             gw,
             limiters: Arc::new(limiters),
         }
@@ -70,7 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(handlers::ready))
         .route("/metrics", get(handlers::metrics))
         // MCP (streamable HTTP); inside this router so it gets the same auth.
-        .nest_service("/mcp", crate::mcp::http_service(Arc::clone(&state.gw)))
+        .nest_service("/mcp", state.mcp.clone())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -226,7 +229,9 @@ impl Server {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         gw.bound_to(addr);
-        let app = router(AppState::new(Arc::clone(&gw)));
+        let state = AppState::new(Arc::clone(&gw));
+        let mcp = state.mcp.clone();
+        let app = router(state);
         let (shutdown, rx) = tokio::sync::oneshot::channel::<()>();
         let keep = Arc::clone(&gw);
         let pruner = tokio::spawn(async move {
@@ -243,6 +248,8 @@ impl Server {
             )
             .with_graceful_shutdown(async move {
                 let _ = rx.await;
+                // Open MCP streams would otherwise hold the shutdown forever.
+                crate::mcp::stop(&mcp);
             })
             .await;
             pruner.abort();

@@ -336,6 +336,13 @@ fn plan_open_app(ctx: &PlanCtx<'_>, a: OpenAppArgs) -> Result<(Vec<Step>, Risk),
     } else {
         format!(" with arguments {args:?}")
     };
+    // Arguments can turn an app into a shell (`terminal -e …`), so they make
+    // the plan high risk: a profile that auto-approves medium still asks.
+    let risk = if args.is_empty() {
+        Risk::Medium
+    } else {
+        Risk::High
+    };
     Ok((
         vec![
             step(
@@ -351,7 +358,7 @@ fn plan_open_app(ctx: &PlanCtx<'_>, a: OpenAppArgs) -> Result<(Vec<Step>, Risk),
                 },
             ),
         ],
-        Risk::Medium,
+        risk,
     ))
 }
 
