@@ -38,9 +38,11 @@ pub async fn start(
     desktop_url: &str,
 ) -> Result<Server> {
     let gw = build(config, token, listen, desktop_url).await?;
-    Server::start(gw, listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen} (gateway.listen / --listen): is another bytebot running?"))
+    Server::start(gw, listen).await.with_context(|| {
+        format!(
+            "cannot listen on {listen} (gateway.listen / --listen): is another bytebot running?"
+        )
+    })
 }
 
 /// Opens the store, loads the policy and builds the gateway without serving

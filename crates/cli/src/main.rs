@@ -130,7 +130,9 @@ fn load_config(flag: Option<&std::path::Path>) -> Result<Config> {
 fn init_logs(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // rmcp logs every MCP message at info; keep that for RUST_LOG=rmcp=info.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{},rmcp=warn", config.log.level)));
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{},rmcp=warn", config.log.level))
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -230,7 +232,10 @@ fn run_mcp(mut config: Config, args: McpArgs) -> Result<()> {
         config.gateway.desktop_url = desktop;
     }
     if let Some(p) = config.gateway.validate().first() {
-        anyhow::bail!(gateway::StartupConfigError(format!("{}: {}", p.key, p.message)));
+        anyhow::bail!(gateway::StartupConfigError(format!(
+            "{}: {}",
+            p.key, p.message
+        )));
     }
     let token = token::resolve(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -631,8 +631,9 @@ pub fn http_service(gw: Arc<Gateway>) -> McpService {
     )
 }
 
-/// Ends the service's open streams and sessions, so a graceful shutdown
-/// does not wait for clients that keep an MCP stream open.
+/// Ends the service's open streams and sessions (at server shutdown):
+/// clients keep an MCP stream open for as long as they run, and a graceful
+/// shutdown would otherwise wait for them forever.
 pub fn stop(service: &McpService) {
     service.config.cancellation_token.cancel();
 }
