@@ -92,7 +92,8 @@ fn default_data_dir() -> PathBuf {
 const SECTIONS: &[&str] = &["desktop", "gateway", "store", "log"];
 
 /// Variables that are not config keys.
-const NOT_KEYS: &[&str] = &["BYTEBOT_CONFIG"];
+/// (`BYTEBOT_BIN` is how test harnesses and scripts name the binary itself.)
+const NOT_KEYS: &[&str] = &["BYTEBOT_CONFIG", "BYTEBOT_BIN"];
 
 impl Config {
     /// Loads `path` (or defaults when `None`), applies `env` overrides, validates.
