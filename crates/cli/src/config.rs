@@ -139,7 +139,9 @@ impl Config {
             )
             .collect();
         if let Some(url) = &self.store.url
-            && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
         {
             problems.push(format!(
                 "config: {source}: store.url: \"{url}\" is not a database URL; use sqlite:/path/bytebot.db or postgres://user@host/db"

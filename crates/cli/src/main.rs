@@ -199,7 +199,10 @@ fn run_gateway(mut config: Config, args: GatewayArgs) -> Result<()> {
     }
     let problems = config.gateway.validate();
     if let Some(p) = problems.first() {
-        anyhow::bail!(gateway::StartupConfigError(format!("--desktop: {}", p.message)));
+        anyhow::bail!(gateway::StartupConfigError(format!(
+            "--desktop: {}",
+            p.message
+        )));
     }
     let token = token::resolve(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -208,7 +211,8 @@ fn run_gateway(mut config: Config, args: GatewayArgs) -> Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let desktop_url = config.gateway.desktop_url.clone();
-        let server = gateway::start(&config, &token.value, config.gateway.listen, &desktop_url).await?;
+        let server =
+            gateway::start(&config, &token.value, config.gateway.listen, &desktop_url).await?;
         let url = format!("http://{}", server.addr);
         // Scripts and tests read this line to find the port.
         println!("gateway listening on {url}");
@@ -280,7 +284,9 @@ fn print_banner(
         println!("  live view     {url}/novnc/?token={}", token.value);
     }
     if let Some(gw) = gateway {
-        println!("  gateway       http://{gw}  (plan/approve/execute; OpenAPI at http://{gw}/openapi.json)");
+        println!(
+            "  gateway       http://{gw}  (plan/approve/execute; OpenAPI at http://{gw}/openapi.json)"
+        );
     }
     println!("  token         {}  ({})", token.value, token.origin);
     println!(

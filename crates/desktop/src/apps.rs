@@ -5,6 +5,8 @@
 //! hit by signals meant for the daemon.
 
 use crate::config::AppSpec;
+use crate::desktop::Desktop;
+use crate::error::DesktopError;
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use axum::Router;
@@ -13,8 +15,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use serde::Deserialize;
-use crate::desktop::Desktop;
-use crate::error::DesktopError;
 use std::collections::BTreeMap;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
@@ -220,7 +220,13 @@ async fn open_route(State(state): State<AppState>, body: Bytes) -> Result<Status
             "at most 32 arguments of at most 4096 bytes, without NUL",
         ));
     }
-    open_with(&state.desktop, &state.config.applications, &body.name, &body.args).await?;
+    open_with(
+        &state.desktop,
+        &state.config.applications,
+        &body.name,
+        &body.args,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -264,9 +270,14 @@ mod tests {
 
     #[tokio::test]
     async fn missing_program_names_the_config_key() {
-        let e = launch(":0", "ghost", &spec(&["/nonexistent/bytebot-ghost"], None), &[])
-            .unwrap_err()
-            .to_string();
+        let e = launch(
+            ":0",
+            "ghost",
+            &spec(&["/nonexistent/bytebot-ghost"], None),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("desktop.applications.ghost.command") && e.contains("bytebot-ghost"),
             "{e}"

@@ -98,7 +98,11 @@ impl Artifacts {
             id: row.id.clone(),
             kind: row.kind.clone(),
             media_type: row.media_type.clone(),
-            url: format!("/artifacts/{}?exp={exp}&sig={}", row.id, self.sign(&row.id, exp)),
+            url: format!(
+                "/artifacts/{}?exp={exp}&sig={}",
+                row.id,
+                self.sign(&row.id, exp)
+            ),
             bytes: row.bytes,
             sha256: row.sha256.clone(),
         }

@@ -163,8 +163,7 @@ impl GatewayConfig {
                     "give secret_env or secret_file, not both".into(),
                 );
             }
-            if key.token_sha256.is_none() && key.secret_env.is_none() && key.secret_file.is_none()
-            {
+            if key.token_sha256.is_none() && key.secret_env.is_none() && key.secret_file.is_none() {
                 push(
                     at("token_sha256"),
                     "the key has no credential; set token_sha256 (bearer) and/or secret_env or secret_file (HMAC)".into(),
@@ -211,7 +210,14 @@ mod tests {
         no_cred.token_sha256 = None;
         let mut bad_hash = key("c");
         bad_hash.token_sha256 = Some("xyz".into());
-        c.keys = vec![key("a"), key("a"), no_cred, bad_hash, key("local"), key("sp ace")];
+        c.keys = vec![
+            key("a"),
+            key("a"),
+            no_cred,
+            bad_hash,
+            key("local"),
+            key("sp ace"),
+        ];
         let keys: Vec<String> = c.validate().into_iter().map(|p| p.key).collect();
         assert_eq!(
             keys,

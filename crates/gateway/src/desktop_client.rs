@@ -90,10 +90,13 @@ impl DesktopClient {
         if let Some(j) = json_body {
             req = req.json(j);
         }
-        let resp = req.send().await.map_err(|source| DesktopError::Unreachable {
-            url: self.base.clone(),
-            source,
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| DesktopError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -136,10 +139,13 @@ impl DesktopClient {
         let resp = self
             .call(Method::GET, &path, None, None, "a screenshot")
             .await?;
-        let bytes = resp.bytes().await.map_err(|source| DesktopError::Unreachable {
-            url: self.base.clone(),
-            source,
-        })?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| DesktopError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
         Ok(bytes.to_vec())
     }
 
@@ -152,10 +158,13 @@ impl DesktopClient {
         let resp = self
             .call(Method::GET, "/v1/windows", None, None, "the window list")
             .await?;
-        let list: List = resp.json().await.map_err(|source| DesktopError::Unreachable {
-            url: self.base.clone(),
-            source,
-        })?;
+        let list: List = resp
+            .json()
+            .await
+            .map_err(|source| DesktopError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
         Ok(list.windows)
     }
 
@@ -189,9 +198,15 @@ impl DesktopClient {
     /// Waits until the screen stops changing (bounded by the desktop).
     pub async fn settle(&self) -> Result<(), DesktopError> {
         let body = json!({ "quiet_ms": 300, "timeout_ms": 8000 });
-        self.call(Method::POST, "/v1/settle", None, Some(&body), "waiting for the screen")
-            .await
-            .map(drop)
+        self.call(
+            Method::POST,
+            "/v1/settle",
+            None,
+            Some(&body),
+            "waiting for the screen",
+        )
+        .await
+        .map(drop)
     }
 
     /// A workspace file's bytes, or `None` when it does not exist.
@@ -208,10 +223,13 @@ impl DesktopClient {
             .await
         {
             Ok(resp) => {
-                let bytes = resp.bytes().await.map_err(|source| DesktopError::Unreachable {
-                    url: self.base.clone(),
-                    source,
-                })?;
+                let bytes = resp
+                    .bytes()
+                    .await
+                    .map_err(|source| DesktopError::Unreachable {
+                        url: self.base.clone(),
+                        source,
+                    })?;
                 Ok(Some(bytes.to_vec()))
             }
             Err(DesktopError::Refused { status, .. }) if status == StatusCode::NOT_FOUND => {

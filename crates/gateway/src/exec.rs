@@ -46,7 +46,12 @@ struct StepResult {
 
 impl Executor<'_> {
     async fn publish(&self, kind: &str, data: Value) {
-        if let Err(e) = self.gw.events.publish(self.task_id, self.key_id, kind, data).await {
+        if let Err(e) = self
+            .gw
+            .events
+            .publish(self.task_id, self.key_id, kind, data)
+            .await
+        {
             tracing::error!(task_id = self.task_id, error = %e, "cannot store an event");
         }
     }
@@ -104,7 +109,11 @@ impl Executor<'_> {
             .await;
             observations.push(obs);
             if !ok {
-                status = if *self.cancel.borrow() { "cancelled" } else { "failed" };
+                status = if *self.cancel.borrow() {
+                    "cancelled"
+                } else {
+                    "failed"
+                };
                 if status == "failed" {
                     self.publish(
                         kind::ERROR,
@@ -134,8 +143,11 @@ impl Executor<'_> {
             .artifacts
             .put(self.task_id, self.key_id, kind_name, media_type, bytes)
             .await?;
-        self.publish(kind::ARTIFACT, serde_json::to_value(&a).unwrap_or(Value::Null))
-            .await;
+        self.publish(
+            kind::ARTIFACT,
+            serde_json::to_value(&a).unwrap_or(Value::Null),
+        )
+        .await;
         artifacts.push(a.clone());
         Ok(a)
     }
@@ -169,14 +181,19 @@ impl Executor<'_> {
                     .await
                     .map_err(|e| e.to_string())?;
                 let media = format!("image/{}", format.as_str());
-                let a = self.artifact(artifacts, "screenshot", &media, bytes).await?;
+                let a = self
+                    .artifact(artifacts, "screenshot", &media, bytes)
+                    .await?;
                 Ok(StepResult {
                     text: format!("took a screenshot ({} bytes): {}", a.bytes, a.url),
                     data: json!({"artifact_id": a.id}),
                 })
             }
             Action::OpenApp { app, args } => {
-                desktop.open_app(app, args).await.map_err(|e| e.to_string())?;
+                desktop
+                    .open_app(app, args)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok(StepResult {
                     text: format!("opened {app}"),
                     data: json!({"app": app}),
@@ -232,9 +249,9 @@ impl Executor<'_> {
                 };
                 self.run_program(index, &spec, artifacts).await
             }
-            Action::Agent { .. } => Err(
-                "the agent is not available in this gateway; nothing was run".to_string(),
-            ),
+            Action::Agent { .. } => {
+                Err("the agent is not available in this gateway; nothing was run".to_string())
+            }
         }
     }
 
@@ -278,7 +295,10 @@ impl Executor<'_> {
             "stderr_truncated": out.stderr_truncated,
         });
         let ended = match (out.timed_out, out.exit_code, out.signal) {
-            (true, _, _) => format!("timed out after {} s and was killed", spec.timeout.as_secs()),
+            (true, _, _) => format!(
+                "timed out after {} s and was killed",
+                spec.timeout.as_secs()
+            ),
             (_, Some(code), _) => format!("exited with code {code}"),
             (_, None, Some(sig)) => format!("was killed by signal {sig}"),
             _ => "ended".to_string(),

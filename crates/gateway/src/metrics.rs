@@ -64,7 +64,11 @@ impl Metrics {
             "Time to answer a request (streams: to the first byte)",
             latency.clone(),
         );
-        registry.register("plans", "Plan requests by intent and outcome", plans.clone());
+        registry.register(
+            "plans",
+            "Plan requests by intent and outcome",
+            plans.clone(),
+        );
         registry.register(
             "executions",
             "Execute requests by intent and outcome",

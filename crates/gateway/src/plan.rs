@@ -110,7 +110,10 @@ mod tests {
     #[test]
     fn canonical_json_sorts_keys_at_every_level() {
         let mut out = String::new();
-        canonical_json(&json!({"b": 1, "a": {"d": [1, {"z": 0, "y": "x"}], "c": null}}), &mut out);
+        canonical_json(
+            &json!({"b": 1, "a": {"d": [1, {"z": 0, "y": "x"}], "c": null}}),
+            &mut out,
+        );
         assert_eq!(out, r#"{"a":{"c":null,"d":[1,{"y":"x","z":0}]},"b":1}"#);
     }
 
@@ -119,7 +122,10 @@ mod tests {
         let plan = Plan {
             intent: "run".into(),
             args: json!({"argv": ["echo", "hi"]}),
-            steps: vec![Step { summary: "s".into(), action: json!({"argv": ["echo", "hi"]}) }],
+            steps: vec![Step {
+                summary: "s".into(),
+                action: json!({"argv": ["echo", "hi"]}),
+            }],
             risk: Risk::High,
         };
         let mut other = plan.clone();

@@ -242,7 +242,10 @@ impl Gateway {
         .map_err(|e| format!("cannot create the artifact folder: {e}"))?;
         let audit = AuditLog::open(&paths.data_dir.join("audit.log"))
             .map_err(|e| format!("cannot open the audit log: {e}"))?;
-        let desktop_token = config.desktop_token.clone().unwrap_or_else(|| main_token.to_string());
+        let desktop_token = config
+            .desktop_token
+            .clone()
+            .unwrap_or_else(|| main_token.to_string());
         let desktop = DesktopClient::new(&config.desktop_url, &desktop_token)
             .map_err(|e| format!("cannot build the desktop client: {e}"))?;
         let public_url = config
@@ -299,7 +302,10 @@ impl Gateway {
     /// The caller's profile (it exists: checked at start).
     pub fn profile(&self, caller: &Caller) -> Result<&Profile, ApiError> {
         self.policy.profile(&caller.profile).ok_or_else(|| {
-            ApiError::internal(format!("profile \"{}\" vanished from the policy", caller.profile))
+            ApiError::internal(format!(
+                "profile \"{}\" vanished from the policy",
+                caller.profile
+            ))
         })
     }
 
@@ -536,7 +542,10 @@ impl Gateway {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "token_used",
-                format!("task {} is already being executed; a confirm token works once", task.id),
+                format!(
+                    "task {} is already being executed; a confirm token works once",
+                    task.id
+                ),
             ));
         }
         Ok((task, plan, approved_via))
@@ -608,9 +617,9 @@ impl Gateway {
             result
         });
         if wait {
-            handle
-                .await
-                .map_err(|e| ApiError::internal(format!("the execution task ended abnormally: {e}")))?
+            handle.await.map_err(|e| {
+                ApiError::internal(format!("the execution task ended abnormally: {e}"))
+            })?
         } else {
             Ok(ExecuteResponse {
                 task_id: req.task_id,
@@ -708,7 +717,11 @@ impl Gateway {
             {
                 let _ = tx.send(true);
             }
-            self.audit.record("task.cancelled", Some(&caller.key_id), json!({"task_id": t.id}));
+            self.audit.record(
+                "task.cancelled",
+                Some(&caller.key_id),
+                json!({"task_id": t.id}),
+            );
         }
         self.task(caller, id).await
     }
@@ -716,7 +729,11 @@ impl Gateway {
     /// A person approves a planned task (approver profiles only).
     pub async fn approve(&self, caller: &Caller, id: &str) -> Result<TaskView, ApiError> {
         if !self.is_approver(caller) {
-            self.audit.record("approve.refused", Some(&caller.key_id), json!({"task_id": id}));
+            self.audit.record(
+                "approve.refused",
+                Some(&caller.key_id),
+                json!({"task_id": id}),
+            );
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "not_an_approver",
@@ -771,11 +788,15 @@ fn plan_error(e: PlanError) -> ApiError {
             e.to_string(),
         )
         .with_field("intent"),
-        PlanError::Denied(d) => {
-            ApiError::new(StatusCode::FORBIDDEN, "denied", format!("denied by policy: {}", d.reason))
-                .with_rule(d.rule)
+        PlanError::Denied(d) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "denied",
+            format!("denied by policy: {}", d.reason),
+        )
+        .with_rule(d.rule),
+        PlanError::Unavailable(m) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
         }
-        PlanError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
         PlanError::Desktop(d) => {
             ApiError::new(StatusCode::BAD_GATEWAY, "desktop_failed", d.to_string())
         }

@@ -6,13 +6,15 @@ use super::AppState;
 use crate::artifacts::LinkError;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::service::{Capabilities, ExecuteRequest, ExecuteResponse, PlanRequest, PlanResponse, TaskView};
+use crate::service::{
+    Capabilities, ExecuteRequest, ExecuteResponse, PlanRequest, PlanResponse, TaskView,
+};
+use axum::Extension;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::Extension;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -50,7 +52,11 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                     format!("the body is not valid JSON: {inner}"),
                 ))
             } else {
-                let field = if path == "." { "body".to_string() } else { path };
+                let field = if path == "." {
+                    "body".to_string()
+                } else {
+                    path
+                };
                 Err(ApiError::unprocessable(&field, format!("{field}: {inner}")))
             }
         }
@@ -125,11 +131,20 @@ pub async fn execute(
     query: Result<Query<ExecuteQuery>, axum::extract::rejection::QueryRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::unprocessable("wait", format!("wait: {}; use wait=true or wait=false", e.body_text())))?;
+    let Query(q) = query.map_err(|e| {
+        ApiError::unprocessable(
+            "wait",
+            format!("wait: {}; use wait=true or wait=false", e.body_text()),
+        )
+    })?;
     let req: ExecuteRequest = parse_body(&body)?;
     let wait = q.wait.unwrap_or(true);
     let result = s.gw.execute(&caller, req, wait).await?;
-    let status = if wait { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let status = if wait {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     Ok((status, Json(result)).into_response())
 }
 
@@ -227,7 +242,10 @@ pub async fn approval_page(
             id = escape(&view.task_id)
         )
     } else {
-        format!("<p>This task is {} and cannot be approved.</p>", escape(&view.state))
+        format!(
+            "<p>This task is {} and cannot be approved.</p>",
+            escape(&view.state)
+        )
     };
     Ok(Html(format!(
         "<!doctype html><meta charset=utf-8><title>Approve {id}</title><h1>Approve plan {id}</h1><p>Intent <b>{intent}</b>, risk <b>{risk}</b>, digest <code>{digest}</code></p><ol>{steps}</ol>{button}",
@@ -272,7 +290,10 @@ pub async fn artifact(
     req: Request,
 ) -> Result<Response, ApiError> {
     let gw = &s.gw;
-    let q = query.map(|Query(q)| q).unwrap_or(LinkQuery { exp: None, sig: None });
+    let q = query.map(|Query(q)| q).unwrap_or(LinkQuery {
+        exp: None,
+        sig: None,
+    });
     let row = gw.artifacts.get(&id).await?;
     match (q.exp, q.sig.as_deref()) {
         (Some(exp), Some(sig)) => match gw.artifacts.check_link(&id, exp, sig) {
@@ -312,16 +333,19 @@ pub async fn artifact(
     let Some(row) = row else {
         return Err(ApiError::not_found("artifact", &id));
     };
-    let file = tokio::fs::File::open(&row.path)
-        .await
-        .map_err(|e| ApiError::internal(format!("artifact {id} is recorded but unreadable: {e}")))?;
+    let file = tokio::fs::File::open(&row.path).await.map_err(|e| {
+        ApiError::internal(format!("artifact {id} is recorded but unreadable: {e}"))
+    })?;
     let body = Body::from_stream(tokio_util_stream(file));
     Ok((
         [
             (header::CONTENT_TYPE, row.media_type.clone()),
             (header::CONTENT_LENGTH, row.bytes.to_string()),
             (header::CACHE_CONTROL, "private, max-age=300".to_string()),
-            (header::HeaderName::from_static("x-content-type-options"), "nosniff".to_string()),
+            (
+                header::HeaderName::from_static("x-content-type-options"),
+                "nosniff".to_string(),
+            ),
         ],
         body,
     )

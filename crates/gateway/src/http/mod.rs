@@ -186,7 +186,11 @@ async fn admit(state: &AppState, req: Request) -> Result<Request, ApiError> {
                 None,
                 serde_json::json!({"reason": e.code(), "path": parts.uri.path(), "key_id": parts.headers.get("x-bytebot-key-id").and_then(|v| v.to_str().ok())}),
             );
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string()));
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                e.code(),
+                e.to_string(),
+            ));
         }
     };
     if let Some(limiter) = state.limiters.get(&caller.key_id)

@@ -54,7 +54,12 @@ impl Cursor {
         let (rows, caught_up) = self
             .gw
             .events
-            .backlog(self.last, self.task_id.as_deref(), self.key_id.as_deref(), PAGE)
+            .backlog(
+                self.last,
+                self.task_id.as_deref(),
+                self.key_id.as_deref(),
+                PAGE,
+            )
             .await?;
         self.caught_up = caught_up;
         self.backlog.extend(rows);
@@ -116,7 +121,10 @@ async fn open_cursor(
         .and_then(|v| v.to_str().ok())
         .map(|v| {
             v.trim().parse::<i64>().map_err(|_| {
-                ApiError::unprocessable("Last-Event-ID", "Last-Event-ID: must be an event id (an integer)")
+                ApiError::unprocessable(
+                    "Last-Event-ID",
+                    "Last-Event-ID: must be an event id (an integer)",
+                )
             })
         })
         .transpose()?;
@@ -141,7 +149,11 @@ async fn open_cursor(
     Ok(Cursor {
         gw: Arc::clone(gw),
         task_id: q.task_id.clone(),
-        key_id: if approver { None } else { Some(caller.key_id.clone()) },
+        key_id: if approver {
+            None
+        } else {
+            Some(caller.key_id.clone())
+        },
         last,
         backlog: VecDeque::new(),
         caught_up: false,
@@ -183,7 +195,9 @@ pub async fn sse(
         .into_response())
 }
 
-fn stream_box<S: Stream + Send + 'static>(s: S) -> std::pin::Pin<Box<dyn Stream<Item = S::Item> + Send>> {
+fn stream_box<S: Stream + Send + 'static>(
+    s: S,
+) -> std::pin::Pin<Box<dyn Stream<Item = S::Item> + Send>> {
     Box::pin(s)
 }
 

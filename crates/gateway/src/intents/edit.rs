@@ -87,7 +87,10 @@ mod tests {
     #[test]
     fn diff_shows_the_change() {
         let d = unified_diff("notes/a.txt", Some("one\ntwo\n"), "one\n2\n");
-        assert!(d.starts_with("--- a/notes/a.txt\n+++ b/notes/a.txt\n"), "{d}");
+        assert!(
+            d.starts_with("--- a/notes/a.txt\n+++ b/notes/a.txt\n"),
+            "{d}"
+        );
         assert!(d.contains("-two\n+2\n"), "{d}");
         let new = unified_diff("n.txt", None, "hi\n");
         assert!(new.starts_with("--- /dev/null\n+++ b/n.txt\n"), "{new}");

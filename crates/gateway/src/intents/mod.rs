@@ -19,7 +19,14 @@ use std::time::Duration;
 use utoipa::ToSchema;
 
 /// The intents the gateway knows, in the order `/capabilities` lists them.
-pub const INTENTS: [&str; 6] = ["screenshot", "open_app", "browse", "edit_file", "run", "task"];
+pub const INTENTS: [&str; 6] = [
+    "screenshot",
+    "open_app",
+    "browse",
+    "edit_file",
+    "run",
+    "task",
+];
 
 /// Image format of a screenshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
@@ -236,7 +243,11 @@ pub struct PlanCtx<'a> {
 }
 
 fn parse_args<T: DeserializeOwned>(args: &Value) -> Result<T, PlanError> {
-    let args = if args.is_null() { json!({}) } else { args.clone() };
+    let args = if args.is_null() {
+        json!({})
+    } else {
+        args.clone()
+    };
     serde_path_to_error::deserialize(args).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." {
@@ -267,7 +278,11 @@ pub async fn plan(ctx: &PlanCtx<'_>, intent: &str, args: &Value) -> Result<Plan,
     };
     Ok(Plan {
         intent: intent.to_string(),
-        args: if args.is_null() { json!({}) } else { args.clone() },
+        args: if args.is_null() {
+            json!({})
+        } else {
+            args.clone()
+        },
         steps,
         risk,
     })
@@ -300,9 +315,14 @@ fn plan_screenshot(a: ScreenshotArgs) -> Result<(Vec<Step>, Risk), PlanError> {
     }
     let what = window
         .as_ref()
-        .map_or("the whole desktop".to_string(), |t| format!("the window \"{t}\""));
+        .map_or("the whole desktop".to_string(), |t| {
+            format!("the window \"{t}\"")
+        });
     steps.push(step(
-        format!("Take a {} screenshot of {what}", format.as_str().to_uppercase()),
+        format!(
+            "Take a {} screenshot of {what}",
+            format.as_str().to_uppercase()
+        ),
         Action::Screenshot { format, window },
     ));
     Ok((steps, Risk::Low))
@@ -326,7 +346,10 @@ fn check_app_args(args: &[String]) -> Result<(), PlanError> {
 fn plan_open_app(ctx: &PlanCtx<'_>, a: OpenAppArgs) -> Result<(Vec<Step>, Risk), PlanError> {
     let app = a.app.trim().to_string();
     if app.is_empty() {
-        return Err(bad("args.app", "is empty; name an application from /capabilities"));
+        return Err(bad(
+            "args.app",
+            "is empty; name an application from /capabilities",
+        ));
     }
     ctx.profile.check_app(&app)?;
     let args = a.args.unwrap_or_default();
@@ -366,13 +389,19 @@ fn plan_browse(ctx: &PlanCtx<'_>, a: BrowseArgs) -> Result<(Vec<Step>, Risk), Pl
     let url = reqwest::Url::parse(a.url.trim()).map_err(|e| {
         bad(
             "args.url",
-            format!("\"{}\" is not a URL ({e}); use e.g. https://example.com/", a.url),
+            format!(
+                "\"{}\" is not a URL ({e}); use e.g. https://example.com/",
+                a.url
+            ),
         )
     })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad(
             "args.url",
-            format!("scheme \"{}\" is not allowed; use http or https", url.scheme()),
+            format!(
+                "scheme \"{}\" is not allowed; use http or https",
+                url.scheme()
+            ),
         ));
     }
     if !url.username().is_empty() || url.password().is_some() {
@@ -392,7 +421,10 @@ fn plan_browse(ctx: &PlanCtx<'_>, a: BrowseArgs) -> Result<(Vec<Step>, Risk), Pl
     Ok((
         vec![
             step(
-                format!("Open {url} in {} (host {host} is allowed by the policy)", ctx.browser_app),
+                format!(
+                    "Open {url} in {} (host {host} is allowed by the policy)",
+                    ctx.browser_app
+                ),
                 Action::OpenApp {
                     app: ctx.browser_app.to_string(),
                     args: vec![url],
@@ -414,7 +446,10 @@ fn plan_browse(ctx: &PlanCtx<'_>, a: BrowseArgs) -> Result<(Vec<Step>, Risk), Pl
 /// A workspace-relative path in normal form (`a/b.txt`), or why not.
 pub fn normalize_rel_path(field: &str, path: &str) -> Result<String, PlanError> {
     if path.is_empty() {
-        return Err(bad(field, "is empty; give a path relative to the workspace"));
+        return Err(bad(
+            field,
+            "is empty; give a path relative to the workspace",
+        ));
     }
     if path.starts_with('/') {
         return Err(bad(
@@ -439,7 +474,10 @@ pub fn normalize_rel_path(field: &str, path: &str) -> Result<String, PlanError> 
         }
     }
     if parts.is_empty() {
-        return Err(bad(field, format!("\"{path}\" names the workspace itself, not a file")));
+        return Err(bad(
+            field,
+            format!("\"{path}\" names the workspace itself, not a file"),
+        ));
     }
     Ok(parts.join("/"))
 }
@@ -470,7 +508,10 @@ async fn plan_edit(ctx: &PlanCtx<'_>, a: EditFileArgs) -> Result<(Vec<Step>, Ris
             ));
         }
         (None, Some(edits)) if edits.is_empty() => {
-            return Err(bad("args.edits", "is empty; give at least one {find, replace}"));
+            return Err(bad(
+                "args.edits",
+                "is empty; give at least one {find, replace}",
+            ));
         }
         (None, Some(_)) => {
             ctx.profile.check_path(&path, Access::Read)?;
@@ -493,7 +534,9 @@ async fn plan_edit(ctx: &PlanCtx<'_>, a: EditFileArgs) -> Result<(Vec<Step>, Ris
             let Some(old) = &old_text else {
                 return Err(bad(
                     "args.path",
-                    format!("\"{path}\" does not exist, so there is nothing to edit; give content instead"),
+                    format!(
+                        "\"{path}\" does not exist, so there is nothing to edit; give content instead"
+                    ),
                 ));
             };
             edit::apply_edits(old, &edits).map_err(|(field, reason)| bad(&field, reason))?
@@ -503,7 +546,11 @@ async fn plan_edit(ctx: &PlanCtx<'_>, a: EditFileArgs) -> Result<(Vec<Step>, Ris
     ctx.profile.check_file_size(new_text.len() as u64)?;
     let diff = edit::unified_diff(&path, old_text.as_deref(), &new_text);
     let original_sha256 = current.as_ref().map(|b| hex::encode(Sha256::digest(b)));
-    let verb = if current.is_some() { "Change" } else { "Create" };
+    let verb = if current.is_some() {
+        "Change"
+    } else {
+        "Create"
+    };
     let summary = format!(
         "{verb} {path} ({} bytes) as shown in the diff",
         new_text.len()
@@ -532,10 +579,15 @@ fn plan_run(ctx: &PlanCtx<'_>, a: RunArgs) -> Result<(Vec<Step>, Risk), PlanErro
             ));
         }
         (Some(argv), None) => argv,
-        (None, Some(cmd)) => run::split_command(&cmd).map_err(|e| bad("args.command", e.to_string()))?,
+        (None, Some(cmd)) => {
+            run::split_command(&cmd).map_err(|e| bad("args.command", e.to_string()))?
+        }
     };
     let Some(program) = argv.first() else {
-        return Err(bad("args.argv", "is empty; the first element is the program"));
+        return Err(bad(
+            "args.argv",
+            "is empty; the first element is the program",
+        ));
     };
     ctx.profile.check_program(program)?;
     let limits = ctx.profile.run_limits();
@@ -543,7 +595,10 @@ fn plan_run(ctx: &PlanCtx<'_>, a: RunArgs) -> Result<(Vec<Step>, Risk), PlanErro
     if timeout_s == 0 || timeout_s > limits.max_timeout_s {
         return Err(bad(
             "args.timeout_s",
-            format!("{timeout_s} is out of range; this profile allows 1..={}", limits.max_timeout_s),
+            format!(
+                "{timeout_s} is out of range; this profile allows 1..={}",
+                limits.max_timeout_s
+            ),
         ));
     }
     let env = a.env.unwrap_or_default();
@@ -630,7 +685,10 @@ mod tests {
 
     #[test]
     fn paths_are_normalised_and_confined() {
-        assert_eq!(normalize_rel_path("p", "./a//b/./c.txt").unwrap(), "a/b/c.txt");
+        assert_eq!(
+            normalize_rel_path("p", "./a//b/./c.txt").unwrap(),
+            "a/b/c.txt"
+        );
         for bad_path in ["", "/etc/passwd", "../x", "a/../../x", ".", "a\\b", "a\0b"] {
             assert!(normalize_rel_path("p", bad_path).is_err(), "{bad_path:?}");
         }
