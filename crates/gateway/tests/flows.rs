@@ -871,7 +871,7 @@ async fn sse_stream_of_all_tasks_misses_nothing_under_concurrency() {
     let one = |i: usize| {
         let gw = &gw;
         async move {
-            let plan = if i % 2 == 0 {
+            let plan = if i.is_multiple_of(2) {
                 gw.plan("bot", "run", json!({"argv": ["echo", format!("task {i}")]}))
                     .await
             } else {

@@ -89,10 +89,10 @@ fn parent(path: &str) -> Option<&str> {
     if path.is_empty() {
         return None;
     }
-    if path.ends_with(']') {
-        if let Some(i) = path.rfind('[') {
-            return Some(&path[..i]);
-        }
+    if path.ends_with(']')
+        && let Some(i) = path.rfind('[')
+    {
+        return Some(&path[..i]);
     }
     Some(path.rfind('.').map_or("", |i| &path[..i]))
 }

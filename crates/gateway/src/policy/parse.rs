@@ -150,21 +150,21 @@ pub(super) fn parse(text: &str, source: &str) -> Result<Policy, PolicyError> {
         objects.push(at);
     }
     for path in &objects {
-        if let Some(offset) = index.find(path) {
-            if text.as_bytes().get(offset) != Some(&b'{') {
-                let what = if path.is_empty() {
-                    "the policy"
-                } else {
-                    "this"
-                };
-                return Err(error_at(
-                    text,
-                    source,
-                    offset,
-                    path,
-                    format!("{what} must be an object {{…}} with named fields, not a list"),
-                ));
-            }
+        if let Some(offset) = index.find(path)
+            && text.as_bytes().get(offset) != Some(&b'{')
+        {
+            let what = if path.is_empty() {
+                "the policy"
+            } else {
+                "this"
+            };
+            return Err(error_at(
+                text,
+                source,
+                offset,
+                path,
+                format!("{what} must be an object {{…}} with named fields, not a list"),
+            ));
         }
     }
     let mut problems = Problems::default();
