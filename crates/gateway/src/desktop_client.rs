@@ -72,6 +72,13 @@ impl DesktopClient {
         })
     }
 
+    fn unreachable(&self, source: reqwest::Error) -> DesktopError {
+        DesktopError::Unreachable {
+            url: self.base.clone(),
+            source,
+        }
+    }
+
     async fn call(
         &self,
         method: Method,
@@ -93,10 +100,7 @@ impl DesktopClient {
         let resp = req
             .send()
             .await
-            .map_err(|source| DesktopError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
+            .map_err(|source| self.unreachable(source))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -142,10 +146,7 @@ impl DesktopClient {
         let bytes = resp
             .bytes()
             .await
-            .map_err(|source| DesktopError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
+            .map_err(|source| self.unreachable(source))?;
         Ok(bytes.to_vec())
     }
 
@@ -161,10 +162,7 @@ impl DesktopClient {
         let list: List = resp
             .json()
             .await
-            .map_err(|source| DesktopError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
+            .map_err(|source| self.unreachable(source))?;
         Ok(list.windows)
     }
 
@@ -226,10 +224,7 @@ impl DesktopClient {
                 let bytes = resp
                     .bytes()
                     .await
-                    .map_err(|source| DesktopError::Unreachable {
-                        url: self.base.clone(),
-                        source,
-                    })?;
+                    .map_err(|source| self.unreachable(source))?;
                 Ok(Some(bytes.to_vec()))
             }
             Err(DesktopError::Refused { status, .. }) if status == StatusCode::NOT_FOUND => {

@@ -58,15 +58,8 @@ pub use hosts::HostPattern;
 
 use crate::plan::Risk;
 
-/// The intent names a policy may list.
-pub const INTENTS: [&str; 6] = [
-    "screenshot",
-    "open_app",
-    "browse",
-    "edit_file",
-    "run",
-    "task",
-];
+/// The intent names a policy may list (the gateway's intents).
+pub use crate::intents::INTENTS;
 
 /// A checked policy: profiles by name.
 #[derive(Debug, Clone)]
