@@ -101,7 +101,7 @@ fn desktop(args: &Args) -> Result<String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = rt.block_on(run(&args, &x.display, port, daemon.id(), &painter));
+    let result = rt.block_on(run(args, &x.display, port, daemon.id(), &painter));
     let _ = daemon.kill();
     let _ = daemon.wait();
     let (rows, notes) = result?;
