@@ -2,7 +2,7 @@
 
 use super::load::Load;
 use super::{BEGIN, END, Measured, Options};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 fn thousands(v: f64) -> String {
     let digits = format!("{:.0}", v.max(0.0));
@@ -35,20 +35,9 @@ fn mb(kb: u64) -> String {
 
 /// Today (UTC) as YYYY-MM-DD.
 fn today() -> String {
-    let days = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() / 86_400) as i64;
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    bytebot_desktop::files::rfc3339(SystemTime::now())
+        .and_then(|t| t.get(..10).map(str::to_string))
+        .unwrap_or_default()
 }
 
 pub(super) fn render(m: &Measured, o: &Options) -> String {
