@@ -8,8 +8,10 @@ pub mod action;
 pub mod error;
 pub mod event;
 pub mod result;
+pub mod task;
 
 pub use action::{Action, Button, Coordinates, Limits, Press, ScrollDirection, parse_action};
 pub use error::{ActionError, ErrorBody};
 pub use event::{DesktopEvent, InputEvent};
 pub use result::{BatchItem, BatchResult, CursorPosition, FileRead, FileWrite, Screenshot};
+pub use task::{Control, Priority, TaskStatus, TaskType};
