@@ -3,7 +3,7 @@
 //! the store). Every comparison of secrets is constant-time.
 
 use crate::config::{GatewayConfig, KeyConfig, LOCAL_KEY_ID};
-use bytebot_store::Store;
+use bytebot_store::{Backend, PendingWrite, Store};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -21,6 +21,31 @@ pub struct Caller {
     pub profile: String,
     /// How it proved who it is (for the audit log).
     pub method: AuthMethod,
+}
+
+/// The durable record of a signed request's nonce, possibly still being committed.
+///
+/// On SQLite one gateway owns the file and its in-memory nonce cache (warmed from the store at
+/// start) already decides replays, so the store write only has to be durable before the
+/// response goes out: the handler runs while it commits, and the middleware calls
+/// [`NonceReceipt::confirm`] before answering. On PostgreSQL several gateways may share the
+/// store, which is then the authority, so the nonce is committed before the handler runs.
+#[derive(Debug, Default)]
+#[must_use = "confirm the receipt before answering, or the nonce may not survive a crash"]
+pub struct NonceReceipt(Option<(PendingWrite, String)>);
+
+impl NonceReceipt {
+    /// Waits until the nonce is committed.
+    pub async fn confirm(self) -> Result<(), AuthError> {
+        let Some((pending, nonce)) = self.0 else {
+            return Ok(());
+        };
+        match pending.committed().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(AuthError::Replay(nonce)),
+            Err(e) => Err(AuthError::Store(e.to_string())),
+        }
+    }
 }
 
 /// How a caller authenticated.
@@ -294,14 +319,14 @@ impl Authenticator {
     }
 
     /// A signed request: verifies the signature, the timestamp window and the
-    /// nonce, and records the nonce durably before answering.
+    /// nonce, and starts recording the nonce durably (see [`NonceReceipt`]).
     pub async fn signed(
         &self,
         h: SignedHeaders<'_>,
         method: &str,
         path_and_query: &str,
         body: &[u8],
-    ) -> Result<Caller, AuthError> {
+    ) -> Result<(Caller, NonceReceipt), AuthError> {
         let signature = h
             .signature
             .ok_or_else(|| AuthError::BadHeader("X-BYTEBOT-SIG is missing".into()))?;
@@ -309,7 +334,7 @@ impl Authenticator {
             AuthError::BadHeader("X-BYTEBOT-SIG must be 64 lowercase hex digits".into())
         })?;
         if h.timestamp.is_none() && h.nonce.is_none() {
-            return self.legacy(h.key_id, &sig, body);
+            return Ok((self.legacy(h.key_id, &sig, body)?, NonceReceipt::default()));
         }
         let key_id = h
             .key_id
@@ -356,8 +381,8 @@ impl Authenticator {
         mac.verify_slice(&sig)
             .map_err(|_| AuthError::BadSignature)?;
         // Only a verified request may spend a nonce, so strangers cannot fill the cache.
-        self.spend_nonce(&key.id, nonce, ts).await?;
-        Ok(caller(key, AuthMethod::Signature))
+        let receipt = self.spend_nonce(&key.id, nonce, ts).await?;
+        Ok((caller(key, AuthMethod::Signature), receipt))
     }
 
     fn legacy(&self, key_id: Option<&str>, sig: &[u8], body: &[u8]) -> Result<Caller, AuthError> {
@@ -378,7 +403,12 @@ impl Authenticator {
             ))
     }
 
-    async fn spend_nonce(&self, key_id: &str, nonce: &str, ts: i64) -> Result<(), AuthError> {
+    async fn spend_nonce(
+        &self,
+        key_id: &str,
+        nonce: &str,
+        ts: i64,
+    ) -> Result<NonceReceipt, AuthError> {
         {
             let mut map = self
                 .nonces
@@ -390,8 +420,16 @@ impl Authenticator {
             }
             map.insert(entry, ts);
         }
-        match self.store.insert_nonce(key_id, nonce, ts).await {
-            Ok(true) => Ok(()),
+        let recorded = if self.store.backend() == Backend::Sqlite {
+            match self.store.queue_nonce(key_id, nonce, ts).await {
+                Ok(pending) => return Ok(NonceReceipt(Some((pending, nonce.to_string())))),
+                Err(e) => Err(e),
+            }
+        } else {
+            self.store.insert_nonce(key_id, nonce, ts).await
+        };
+        match recorded {
+            Ok(true) => Ok(NonceReceipt::default()),
             Ok(false) => Err(AuthError::Replay(nonce.into())),
             Err(e) => {
                 if let Ok(mut map) = self.nonces.lock() {

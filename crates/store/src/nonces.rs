@@ -1,7 +1,7 @@
 //! Used nonces of signing keys: replay protection that survives a restart.
 
 use crate::rows::nonce_from_row;
-use crate::writer::Op;
+use crate::writer::{Op, PendingWrite};
 use crate::{NonceRow, Store, StoreError};
 
 impl Store {
@@ -16,6 +16,23 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.writer()
             .submit(Op::Nonce(NonceRow {
+                key_id: key_id.to_owned(),
+                nonce: nonce.to_owned(),
+                ts,
+            }))
+            .await
+    }
+
+    /// Like [`Store::insert_nonce`] but returns once the row is queued: the caller can do
+    /// other work while the group commits and then wait with [`PendingWrite::committed`].
+    pub async fn queue_nonce(
+        &self,
+        key_id: &str,
+        nonce: &str,
+        ts: i64,
+    ) -> Result<PendingWrite, StoreError> {
+        self.writer()
+            .enqueue(Op::Nonce(NonceRow {
                 key_id: key_id.to_owned(),
                 nonce: nonce.to_owned(),
                 ts,

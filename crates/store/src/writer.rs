@@ -85,6 +85,23 @@ enum Msg {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// A queued write whose group has not necessarily been committed yet.
+#[derive(Debug)]
+#[must_use = "a queued write is only known to be durable once `committed` returns"]
+pub struct PendingWrite {
+    answer: oneshot::Receiver<Result<bool, StoreError>>,
+}
+
+impl PendingWrite {
+    /// Waits until the write's group is committed: `Ok(true)` when written, `Ok(false)` for a
+    /// nonce that was already used.
+    pub async fn committed(self) -> Result<bool, StoreError> {
+        // The writer answers everything it took before it stops (even on shutdown), so a
+        // dropped answer means it died.
+        self.answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+}
+
 /// Counters of the group-commit writer, e.g. for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteStats {
@@ -133,11 +150,18 @@ impl Writer {
     /// Queues one op and waits until its group is committed: `Ok(true)` when written,
     /// `Ok(false)` for a nonce that was already used.
     pub(crate) async fn submit(&self, op: Op) -> Result<bool, StoreError> {
+        self.enqueue(op).await?.committed().await
+    }
+
+    /// Queues one op and returns at once; [`PendingWrite::committed`] waits for its group.
+    /// Ops are committed in the order they were queued, so a later op's commit implies the
+    /// earlier ones'.
+    pub(crate) async fn enqueue(&self, op: Op) -> Result<PendingWrite, StoreError> {
         let (reply, answer) = oneshot::channel();
         if self.tx.send(Msg::Job(Job { op, reply })).await.is_err() {
             return Err(self.gone());
         }
-        answer.await.map_err(|_| self.gone())?
+        Ok(PendingWrite { answer })
     }
 
     fn gone(&self) -> StoreError {

@@ -4,7 +4,7 @@
 
 use super::AppState;
 use crate::artifacts::LinkError;
-use crate::auth::Caller;
+use crate::auth::{AuthError, Caller};
 use crate::error::{ApiError, ErrorBody};
 use crate::service::{
     Capabilities, ExecuteRequest, ExecuteResponse, PlanRequest, PlanResponse, TaskView,
@@ -316,9 +316,10 @@ pub async fn artifact(
         },
         _ => {
             let (parts, _) = req.into_parts();
-            let caller = super::identify(gw, &parts, &[])
-                .await
-                .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string()))?;
+            let refused =
+                |e: AuthError| ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string());
+            let (caller, receipt) = super::identify(gw, &parts, &[]).await.map_err(refused)?;
+            receipt.confirm().await.map_err(refused)?;
             let visible = row.as_ref().is_some_and(|r| {
                 r.key_id == caller.key_id
                     || gw

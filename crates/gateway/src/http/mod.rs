@@ -5,7 +5,7 @@ mod handlers;
 pub mod openapi;
 mod stream;
 
-use crate::auth::{AuthError, AuthMethod, Caller, SignedHeaders};
+use crate::auth::{AuthError, AuthMethod, Caller, NonceReceipt, SignedHeaders};
 use crate::error::ApiError;
 use crate::service::Gateway;
 use axum::Router;
@@ -87,8 +87,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Identifies the caller of a request whose body has been read.
-pub async fn identify(gw: &Gateway, parts: &Parts, body: &[u8]) -> Result<Caller, AuthError> {
+/// Identifies the caller of a request whose body has been read. A signed request's nonce may
+/// still be committing: confirm the receipt before answering.
+pub async fn identify(
+    gw: &Gateway,
+    parts: &Parts,
+    body: &[u8],
+) -> Result<(Caller, NonceReceipt), AuthError> {
     let h = &parts.headers;
     let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
     if let Some(signature) = text("x-bytebot-sig") {
@@ -114,7 +119,10 @@ pub async fn identify(gw: &Gateway, parts: &Parts, body: &[u8]) -> Result<Caller
             .ok_or_else(|| {
                 AuthError::BadHeader("Authorization must be \"Bearer <token>\"".into())
             })?;
-        return gw.auth.bearer(token.trim(), AuthMethod::Bearer);
+        return Ok((
+            gw.auth.bearer(token.trim(), AuthMethod::Bearer)?,
+            NonceReceipt::default(),
+        ));
     }
     if let Some(token) = cookie_token(h) {
         let caller = gw.auth.bearer(token, AuthMethod::Cookie)?;
@@ -123,7 +131,7 @@ pub async fn identify(gw: &Gateway, parts: &Parts, body: &[u8]) -> Result<Caller
                 "a cookie-authenticated change must come from the gateway's own page (Origin does not match Host)".into(),
             ));
         }
-        return Ok(caller);
+        return Ok((caller, NonceReceipt::default()));
     }
     Err(AuthError::Missing)
 }
@@ -158,7 +166,20 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
         .map_or_else(|| "other".to_string(), |p| p.as_str().to_string());
     let gw = Arc::clone(&state.gw);
     let response = match admit(&state, req).await {
-        Ok(req) => next.run(req).await,
+        Ok((req, receipt)) => {
+            let response = next.run(req).await;
+            // The handler ran while the nonce committed; nothing is answered before it is
+            // durable (see NonceReceipt).
+            match receipt.confirm().await {
+                Ok(()) => response,
+                Err(e) => {
+                    tracing::error!(error = %e, "a signed request's nonce was not recorded after its handler ran");
+                    gw.metrics.auth_failure(e.code());
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string())
+                        .into_response()
+                }
+            }
+        }
         Err(e) => e.into_response(),
     };
     gw.metrics
@@ -166,7 +187,7 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
     response
 }
 
-async fn admit(state: &AppState, req: Request) -> Result<Request, ApiError> {
+async fn admit(state: &AppState, req: Request) -> Result<(Request, NonceReceipt), ApiError> {
     let gw = &state.gw;
     let (mut parts, body) = req.into_parts();
     let limit = gw.config.max_body_bytes;
@@ -177,7 +198,7 @@ async fn admit(state: &AppState, req: Request) -> Result<Request, ApiError> {
             format!("the request body is over {limit} bytes (gateway.max_body_bytes)"),
         )
     })?;
-    let caller = match identify(gw, &parts, &bytes).await {
+    let (caller, receipt) = match identify(gw, &parts, &bytes).await {
         Ok(c) => c,
         Err(e) => {
             gw.metrics.auth_failure(e.code());
@@ -215,7 +236,7 @@ async fn admit(state: &AppState, req: Request) -> Result<Request, ApiError> {
         ));
     }
     parts.extensions.insert(caller);
-    Ok(Request::from_parts(parts, Body::from(bytes)))
+    Ok((Request::from_parts(parts, Body::from(bytes)), receipt))
 }
 
 /// A running gateway server.
