@@ -5,5 +5,9 @@
 //! the neutral conversation of [`model`] and each vendor's wire format; nothing outside
 //! `providers/` knows a wire format.
 
+pub mod act;
+pub mod desktop;
 pub mod model;
 pub mod providers;
+pub mod screen;
+pub mod tools;

@@ -338,7 +338,7 @@ fn quote(bytes: &[u8]) -> String {
     s
 }
 
-async fn find_window(gw: &Gateway, title: &str) -> Result<crate::desktop_client::Window, String> {
+async fn find_window(gw: &Gateway, title: &str) -> Result<bytebot_agent::desktop::Window, String> {
     let wanted = title.to_lowercase();
     let windows = gw.desktop.windows().await.map_err(|e| e.to_string())?;
     windows

@@ -6,7 +6,6 @@ pub mod artifacts;
 pub mod audit;
 pub mod auth;
 pub mod config;
-pub mod desktop_client;
 pub mod error;
 pub mod events;
 pub mod exec;

@@ -5,9 +5,9 @@
 pub mod edit;
 pub mod run;
 
-use crate::desktop_client::{DesktopClient, DesktopError};
 use crate::plan::{Plan, Risk, Step};
 use crate::policy::{Access, Denied, Profile};
+use bytebot_agent::desktop::{DesktopClient, DesktopError};
 use edit::FindReplace;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

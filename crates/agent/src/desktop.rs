@@ -1,7 +1,8 @@
-//! The gateway's client for the desktop daemon's `/v1` API. The gateway
-//! never touches X or the workspace itself; it asks the desktop, which
-//! confines files and validates input on its own side too.
+//! A client for the desktop daemon's `/v1` API, used by the agent and the gateway. Neither
+//! touches X or the workspace itself; they ask the desktop, which confines files and
+//! validates input on its own side too.
 
+use bytebot_protocol::{Action, BatchResult};
 use reqwest::{Client, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -25,6 +26,21 @@ pub struct Window {
     pub width: u32,
     /// Height.
     pub height: u32,
+}
+
+/// A PNG screenshot and the sizes needed to map its pixels to the screen's.
+#[derive(Debug, Clone)]
+pub struct Shot {
+    /// The PNG bytes.
+    pub png: Vec<u8>,
+    /// Image width.
+    pub width: u32,
+    /// Image height.
+    pub height: u32,
+    /// Screen width it was taken from.
+    pub screen_width: u32,
+    /// Screen height it was taken from.
+    pub screen_height: u32,
 }
 
 /// A failed call to the desktop, with what it said.
@@ -148,6 +164,118 @@ impl DesktopClient {
             .await
             .map_err(|source| self.unreachable(source))?;
         Ok(bytes.to_vec())
+    }
+
+    /// A screenshot for a model: PNG, scaled down to at most `max_width` pixels wide, with the
+    /// size the desktop reports (so coordinates can be mapped back exactly).
+    pub async fn screenshot_scaled(&self, max_width: Option<u32>) -> Result<Shot, DesktopError> {
+        let path = match max_width {
+            Some(w) => format!("/v1/screenshot?format=png&max_width={w}"),
+            None => "/v1/screenshot?format=png".to_string(),
+        };
+        let resp = self
+            .call(Method::GET, &path, None, None, "a screenshot")
+            .await?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let size = header("x-bytebot-size").and_then(|s| {
+            let (w, h) = s.split_once('x')?;
+            Some((w.parse().ok()?, h.parse().ok()?))
+        });
+        let region = header("x-bytebot-region").and_then(|s| {
+            let parts: Vec<u32> = s.split(',').filter_map(|p| p.parse().ok()).collect();
+            (parts.len() == 4).then(|| (parts[2], parts[3]))
+        });
+        let (Some((width, height)), Some((screen_width, screen_height))) = (size, region) else {
+            return Err(DesktopError::Refused {
+                what: "a screenshot".into(),
+                status: StatusCode::BAD_GATEWAY,
+                message: "the answer lacks x-bytebot-size or x-bytebot-region; is this a bytebot-rs desktop?".into(),
+            });
+        };
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| self.unreachable(source))?;
+        Ok(Shot {
+            png: bytes.to_vec(),
+            width,
+            height,
+            screen_width,
+            screen_height,
+        })
+    }
+
+    /// The screen size in pixels.
+    pub async fn screen_size(&self) -> Result<(u32, u32), DesktopError> {
+        #[derive(Deserialize)]
+        struct Screen {
+            width: u32,
+            height: u32,
+        }
+        let resp = self
+            .call(Method::GET, "/v1/screen", None, None, "the screen size")
+            .await?;
+        let s: Screen = resp
+            .json()
+            .await
+            .map_err(|source| self.unreachable(source))?;
+        Ok((s.width, s.height))
+    }
+
+    /// Runs actions in order; the desktop stops at the first failure and says which.
+    pub async fn actions(&self, actions: &[Action]) -> Result<BatchResult, DesktopError> {
+        let body = json!({ "actions": actions });
+        let resp = self
+            .call(
+                Method::POST,
+                "/v1/actions",
+                None,
+                Some(&body),
+                "running actions",
+            )
+            .await?;
+        resp.json().await.map_err(|source| self.unreachable(source))
+    }
+
+    /// OCR: where `text` is on the screen (`{"matches": [...], ...}` as the desktop answers).
+    pub async fn find_text(&self, text: &str) -> Result<Value, DesktopError> {
+        let body = json!({ "text": text });
+        let resp = self
+            .call(
+                Method::POST,
+                "/v1/find-text",
+                None,
+                Some(&body),
+                "finding text",
+            )
+            .await?;
+        resp.json().await.map_err(|source| self.unreachable(source))
+    }
+
+    /// OCR: clicks the `index`th match of `text` (a 404 `Refused` when it is not on screen).
+    pub async fn click_text(
+        &self,
+        text: &str,
+        button: &str,
+        clicks: u32,
+        index: usize,
+    ) -> Result<Value, DesktopError> {
+        let body = json!({ "text": text, "button": button, "clickCount": clicks, "index": index });
+        let resp = self
+            .call(
+                Method::POST,
+                "/v1/click-text",
+                None,
+                Some(&body),
+                "clicking text",
+            )
+            .await?;
+        resp.json().await.map_err(|source| self.unreachable(source))
     }
 
     /// The windows on screen.
