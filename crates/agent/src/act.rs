@@ -74,7 +74,9 @@ pub async fn run(
                     message: format!("\"{url}\" is not an http(s) URL"),
                 });
             }
-            desktop.open_app(browser_app, std::slice::from_ref(url)).await?;
+            desktop
+                .open_app(browser_app, std::slice::from_ref(url))
+                .await?;
             Ok(Produced::Nothing)
         }
         other => {

@@ -88,6 +88,11 @@ impl DesktopClient {
         })
     }
 
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     fn unreachable(&self, source: reqwest::Error) -> DesktopError {
         DesktopError::Unreachable {
             url: self.base.clone(),
@@ -324,6 +329,21 @@ impl DesktopClient {
     /// Waits until the screen stops changing (bounded by the desktop).
     pub async fn settle(&self) -> Result<(), DesktopError> {
         let body = json!({ "quiet_ms": 300, "timeout_ms": 8000 });
+        self.call(
+            Method::POST,
+            "/v1/settle",
+            None,
+            Some(&body),
+            "waiting for the screen",
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Waits until the screen has been still for `quiet_ms` (at most 3 s), so a screenshot
+    /// after an action shows its effect.
+    pub async fn settle_for(&self, quiet_ms: u64) -> Result<(), DesktopError> {
+        let body = json!({ "quiet_ms": quiet_ms, "timeout_ms": 3000 });
         self.call(
             Method::POST,
             "/v1/settle",

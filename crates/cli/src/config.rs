@@ -3,6 +3,7 @@
 //! expected.
 
 use anyhow::{Context, Result, bail};
+use bytebot_agent::config::AgentConfig;
 use bytebot_desktop::DesktopConfig;
 use bytebot_gateway::GatewayConfig;
 use serde::Deserialize;
@@ -53,6 +54,8 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// The database.
     pub store: StoreConfig,
+    /// The agent: models, providers, limits.
+    pub agent: AgentConfig,
 }
 
 /// Where state is stored.
@@ -73,6 +76,7 @@ impl Default for Config {
             desktop: DesktopConfig::default(),
             gateway: GatewayConfig::default(),
             store: StoreConfig::default(),
+            agent: AgentConfig::default(),
         }
     }
 }
@@ -89,7 +93,7 @@ fn default_data_dir() -> PathBuf {
 
 /// Sections that environment variables may address: `BYTEBOT_DESKTOP_LISTEN`
 /// sets `desktop.listen`.
-const SECTIONS: &[&str] = &["desktop", "gateway", "store", "log"];
+const SECTIONS: &[&str] = &["desktop", "gateway", "store", "log", "agent"];
 
 /// Variables that are not config keys.
 /// (`BYTEBOT_BIN` is how test harnesses and scripts name the binary itself.)
@@ -138,6 +142,9 @@ impl Config {
                     .map(|p| format!("config: {source}: {}: {}", p.key, p.message)),
             )
             .collect();
+        if let Err(e) = self.agent.catalog() {
+            problems.push(format!("config: {source}: agent: {}", e.0));
+        }
         if let Some(url) = &self.store.url
             && !(url.starts_with("sqlite:")
                 || url.starts_with("postgres://")

@@ -2,8 +2,10 @@
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad command line or config.
 
+mod agent;
 mod config;
 mod gateway;
+mod task;
 mod token;
 
 use anyhow::{Context, Result};
@@ -28,6 +30,9 @@ const EXAMPLES: &str = "Examples:
   bytebot up                              start everything on this machine and print the URL and token
   bytebot desktop --listen 0.0.0.0:9990   serve the desktop API (Bytebot-compatible) on all interfaces
   bytebot gateway --desktop http://127.0.0.1:9990   serve plan/approve/execute for AI front-ends
+  bytebot agent --desktop http://127.0.0.1:9990 --database postgres://bytebot@db/bytebot   run tasks from a shared queue
+  bytebot task new 'Open the calculator and add 2 and 2' --watch   queue a task and follow it live
+  bytebot task list --status RUNNING      list tasks
   bytebot -c bytebot.toml mcp             serve the MCP tools on stdio (for Claude Desktop and other MCP clients)
   bytebot config check -c bytebot.toml    validate a config file and print the result
 Environment: BYTEBOT_TOKEN sets the token; BYTEBOT_<SECTION>_<KEY> overrides any key (e.g. BYTEBOT_DESKTOP_RESOLUTION=1920x1080).";
@@ -42,6 +47,11 @@ enum Command {
     Gateway(GatewayArgs),
     /// Serve the gateway's MCP tools on stdin/stdout for a desktop MCP client (as key `local`, or --key).
     Mcp(McpArgs),
+    /// Run the agent: workers that take tasks from the queue and drive a desktop, plus the task API.
+    Agent(AgentArgs),
+    /// Create, list and watch tasks (a client of the agent's API).
+    #[command(subcommand)]
+    Task(TaskCommand),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -80,6 +90,63 @@ struct McpArgs {
     desktop: Option<String>,
 }
 
+#[derive(Debug, Args)]
+struct AgentArgs {
+    /// Address of the task API (overrides agent.listen).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Base URL of the desktop daemon to drive (default: gateway.desktop_url).
+    #[arg(long, value_name = "URL")]
+    desktop: Option<String>,
+    /// Database URL: sqlite:/path/file.db or postgres://… (overrides store.url).
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum TaskCommand {
+    /// Queue a task.
+    New {
+        /// What the agent should do.
+        description: String,
+        /// Model id (see GET /tasks/models); default: agent.default_model.
+        #[arg(long)]
+        model: Option<String>,
+        /// LOW, MEDIUM, HIGH or URGENT.
+        #[arg(long)]
+        priority: Option<String>,
+        /// Follow the task live until it stops running.
+        #[arg(long)]
+        watch: bool,
+        /// The agent's URL (default: http://agent.listen).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
+    /// List tasks, newest first.
+    List {
+        /// Only this status (PENDING, RUNNING, NEEDS_HELP, …; comma-separated for several).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only tasks whose description contains this.
+        #[arg(long)]
+        search: Option<String>,
+        /// How many (1-200).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// The agent's URL (default: http://agent.listen).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
+    /// Follow a task's steps live until it stops running.
+    Watch {
+        /// The task id.
+        id: String,
+        /// The agent's URL (default: http://agent.listen).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Validate the config (file plus environment) and print the effective values.
@@ -105,6 +172,8 @@ fn main() {
         Command::Desktop(args) => run_desktop(config, args, false),
         Command::Gateway(args) => run_gateway(config, args),
         Command::Mcp(args) => run_mcp(config, args),
+        Command::Agent(args) => run_agent(config, args),
+        Command::Task(cmd) => run_task(config, cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -173,15 +242,19 @@ fn run_desktop(mut config: Config, args: DesktopArgs, up: bool) -> Result<()> {
             .context("start-up task failed")??;
         let (server, token) = server;
         let url = format!("http://{}", listener.local_addr().context("listener has no address")?);
-        let gateway = if up {
+        let (gateway, agent) = if up {
             let gw = gateway::start(&gw_config, &token.value, gw_config.gateway.listen, &url).await?;
-            Some(gw)
+            let ag = agent::start(&gw_config, &token.value, gw_config.agent.listen, &url).await?;
+            (Some(gw), Some(ag))
         } else {
-            None
+            (None, None)
         };
-        print_banner(&url, server.display(), &token, gateway.as_ref().map(|g| g.addr), vnc);
+        print_banner(&url, server.display(), &token, gateway.as_ref().map(|g| g.addr), agent.as_ref().map(|a| a.addr), vnc);
         tracing::info!(%url, display = server.display(), "desktop daemon listening");
         server.serve(listener, shutdown_signal()).await.context("HTTP server failed")?;
+        if let Some(ag) = agent {
+            ag.stop().await;
+        }
         if let Some(gw) = gateway {
             gw.stop().await.context("gateway shutdown failed")?;
         }
@@ -229,6 +302,106 @@ fn run_gateway(mut config: Config, args: GatewayArgs) -> Result<()> {
     })
 }
 
+fn run_agent(mut config: Config, args: AgentArgs) -> Result<()> {
+    if let Some(listen) = args.listen {
+        config.agent.listen = listen;
+    }
+    if let Some(db) = args.database {
+        config.store.url = Some(db);
+    }
+    let desktop_url = args
+        .desktop
+        .unwrap_or_else(|| config.gateway.desktop_url.clone());
+    let token = token::resolve(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let server = agent::start(&config, &token.value, config.agent.listen, &desktop_url).await?;
+        let url = format!("http://{}", server.addr);
+        // Scripts and tests read this line to find the port.
+        println!("agent listening on {url}");
+        println!("  desktop       {desktop_url}");
+        println!("  models        {}", server.agent.catalog.ids().join(", "));
+        println!("  token         {}  ({})", token.value, token.origin);
+        tracing::info!(%url, %desktop_url, "agent listening");
+        shutdown_signal().await;
+        server.stop().await;
+        tracing::info!("shut down cleanly");
+        Ok(())
+    })
+}
+
+fn run_task(config: Config, cmd: TaskCommand) -> Result<()> {
+    let token = token::resolve(&config)?;
+    let default_url = format!("http://{}", config.agent.listen);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match cmd {
+            TaskCommand::New {
+                description,
+                model,
+                priority,
+                watch,
+                url,
+            } => {
+                let client =
+                    task::Client::new(url.as_deref().unwrap_or(&default_url), &token.value)?;
+                let t = client
+                    .create(&description, model.as_deref(), priority.as_deref())
+                    .await?;
+                let id = t["id"].as_str().unwrap_or_default().to_string();
+                println!(
+                    "task {id} {} (model {})",
+                    t["status"].as_str().unwrap_or("?"),
+                    t["model"].as_str().unwrap_or("?")
+                );
+                if watch {
+                    let last = client.watch(&id).await?;
+                    if last != "COMPLETED" {
+                        anyhow::bail!("task {id} ended as {last}");
+                    }
+                }
+                Ok(())
+            }
+            TaskCommand::List {
+                status,
+                search,
+                limit,
+                url,
+            } => {
+                let client =
+                    task::Client::new(url.as_deref().unwrap_or(&default_url), &token.value)?;
+                let page = client
+                    .list(status.as_deref(), search.as_deref(), limit)
+                    .await?;
+                for t in page["tasks"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {:<11} {:<6}  {}",
+                        t["id"].as_str().unwrap_or("?"),
+                        t["status"].as_str().unwrap_or("?"),
+                        t["priority"].as_str().unwrap_or("?"),
+                        t["description"].as_str().unwrap_or("")
+                    );
+                }
+                println!("{} task(s) in all", page["total"]);
+                Ok(())
+            }
+            TaskCommand::Watch { id, url } => {
+                let client =
+                    task::Client::new(url.as_deref().unwrap_or(&default_url), &token.value)?;
+                let last = client.watch(&id).await?;
+                println!("task {id} is {last}");
+                Ok(())
+            }
+        }
+    })
+}
+
 /// `bytebot mcp`: the gateway's MCP tools on stdio. Stdout carries only MCP
 /// messages; logs go to stderr.
 fn run_mcp(mut config: Config, args: McpArgs) -> Result<()> {
@@ -268,6 +441,7 @@ fn print_banner(
     display: &str,
     token: &token::Token,
     gateway: Option<SocketAddr>,
+    agent: Option<SocketAddr>,
     vnc: bool,
 ) {
     let up = gateway.is_some();
@@ -286,6 +460,11 @@ fn print_banner(
     if let Some(gw) = gateway {
         println!(
             "  gateway       http://{gw}  (plan/approve/execute; OpenAPI at http://{gw}/openapi.json)"
+        );
+    }
+    if let Some(a) = agent {
+        println!(
+            "  agent         http://{a}  (tasks: POST /tasks, live events at /tasks/{{id}}/events)"
         );
     }
     println!("  token         {}  ({})", token.value, token.origin);

@@ -10,11 +10,20 @@
 //! `writer.rs`): callers wait until their row is committed, and one transaction serves many
 //! callers. Everything else is a single statement on the pool.
 
+mod agent_error;
+mod agent_events;
+mod agent_files;
+mod agent_sql;
+mod agent_tasks;
+mod agent_usage;
 mod artifacts;
+mod blobs;
 mod error;
 mod events;
+mod messages;
 mod migrations;
 mod nonces;
+mod queue;
 mod rows;
 mod target;
 mod tasks;
@@ -25,7 +34,14 @@ use std::sync::Arc;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyConnection, AnyPool, Connection};
 
+pub use agent_error::AgentStoreError;
+pub use agent_events::{MAX_EVENT_PAGE, TaskEventRow};
+pub use agent_files::{NewTaskFile, TaskFileRow};
+pub use agent_tasks::{AgentTask, MAX_TASK_PAGE, NewAgentTask, TaskListQuery, TaskPage};
+pub use agent_usage::{NewUsage, UsageRow, UsageTotals};
+pub use blobs::{BlobError, Blobs, check_key as check_blob_key, task_blob_prefix};
 pub use error::StoreError;
+pub use messages::{MAX_MESSAGE_PAGE, MessageRow, Role, SummaryRow};
 pub use rows::{ArtifactRow, EventRow, NonceRow, TaskRow};
 pub use target::sqlite_url;
 pub use writer::{PendingWrite, WriteStats};

@@ -21,12 +21,20 @@ struct Step {
     postgres: &'static str,
 }
 
-const STEPS: &[Step] = &[Step {
-    version: 1,
-    description: "gateway",
-    sqlite: include_str!("../migrations/sqlite/0001_gateway.sql"),
-    postgres: include_str!("../migrations/postgres/0001_gateway.sql"),
-}];
+const STEPS: &[Step] = &[
+    Step {
+        version: 1,
+        description: "gateway",
+        sqlite: include_str!("../migrations/sqlite/0001_gateway.sql"),
+        postgres: include_str!("../migrations/postgres/0001_gateway.sql"),
+    },
+    Step {
+        version: 2,
+        description: "agent",
+        sqlite: include_str!("../migrations/sqlite/0002_agent.sql"),
+        postgres: include_str!("../migrations/postgres/0002_agent.sql"),
+    },
+];
 
 /// The migrator for one backend: every step, each run in its own transaction.
 pub(crate) fn migrator(backend: Backend) -> Migrator {

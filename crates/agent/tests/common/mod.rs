@@ -132,7 +132,9 @@ impl FakeProvider {
 
     /// The last request; panics when there was none.
     pub fn last(&self) -> Seen {
-        self.seen().pop().expect("the fake provider received no request")
+        self.seen()
+            .pop()
+            .expect("the fake provider received no request")
     }
 }
 
@@ -142,12 +144,7 @@ impl Drop for FakeProvider {
     }
 }
 
-async fn answer(
-    script: Arc<Mutex<Script>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn answer(script: Arc<Mutex<Script>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let reply = {
         let mut s = script.lock().unwrap();
         s.seen.push(Seen {
@@ -169,11 +166,7 @@ async fn answer(
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
-    let mut response = (
-        StatusCode::from_u16(reply.status).unwrap(),
-        reply.body,
-    )
-        .into_response();
+    let mut response = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
     for (name, value) in reply.headers {
         response.headers_mut().insert(
             axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),

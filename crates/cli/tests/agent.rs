@@ -1,0 +1,709 @@
+//! The agent end to end: real `bytebot desktop` and `bytebot agent` processes on a real Xvfb,
+//! a fake OpenAI-compatible model server on loopback scripted to drive the desktop, and checks
+//! by the effects (an independent X client records the clicks and the typed text).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../agent/tests/common/mod.rs"]
+mod fake;
+
+use fake::{FakeProvider, Reply};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "agent-test-token-0123456789";
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn bytebot() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bytebot"));
+    for var in [
+        "DISPLAY",
+        "BYTEBOT_TOKEN",
+        "BYTEBOT_CONFIG",
+        "ANTHROPIC_API_KEY",
+        "OPENAI_API_KEY",
+        "GEMINI_API_KEY",
+        "OLLAMA_HOST",
+    ] {
+        c.env_remove(var);
+    }
+    c.env("BYTEBOT_TOKEN", TOKEN);
+    c
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `bytebot` with `args` and returns it with the URL after `marker` on its stdout.
+fn start(args: &[&str], config: &std::path::Path, marker: &str) -> (Proc, String) {
+    let mut child = bytebot()
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let marker = marker.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(pos) = line.find(&marker) {
+                let rest = &line[pos + marker.len()..];
+                let url = rest.split_whitespace().next().unwrap_or("").to_string();
+                let _ = tx.send(url);
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the process prints its URL");
+    (Proc(child), url)
+}
+
+/// A desktop daemon served from this test process on its own Xvfb.
+struct InProcessDesktop {
+    url: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _server: std::sync::Arc<bytebot_desktop::Server>,
+}
+
+async fn start_desktop(workspace: std::path::PathBuf) -> InProcessDesktop {
+    let config = bytebot_desktop::DesktopConfig {
+        vnc: false,
+        ..bytebot_desktop::DesktopConfig::default()
+    };
+    let server = tokio::task::spawn_blocking(move || {
+        bytebot_desktop::Server::start(config, TOKEN.to_string(), workspace)
+    })
+    .await
+    .unwrap()
+    .expect("desktop starts");
+    let server = std::sync::Arc::new(server);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let s = std::sync::Arc::clone(&server);
+    tokio::spawn(async move {
+        let _ = s
+            .serve(listener, async move {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    InProcessDesktop {
+        url,
+        _stop: tx,
+        _server: server,
+    }
+}
+
+/// A desktop, an agent and a fake model server.
+struct Setup {
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    desktop_url: String,
+    display: String,
+    agent_url: String,
+    agent: Option<Proc>,
+    _desktop: InProcessDesktop,
+    fake: FakeProvider,
+    http: reqwest::Client,
+}
+
+impl Setup {
+    async fn start(extra: &str) -> Option<Setup> {
+        if !have("Xvfb") {
+            eprintln!("skipping: Xvfb is not available (apt-get install xvfb)");
+            return None;
+        }
+        let fake = FakeProvider::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("bytebot.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"data_dir = "{data}"
+[desktop]
+vnc = false
+[agent]
+default_model = "fake"
+lease_s = 3
+settle_quiet_ms = 30
+{extra}
+[agent.providers.local]
+kind = "openai_compatible"
+base_url = "{base}"
+timeout_s = 20
+[[agent.models]]
+id = "fake"
+provider = "local"
+name = "fake-vision"
+max_long_edge = 1280
+"#,
+                data = dir.path().display(),
+                base = fake.url(),
+            ),
+        )
+        .unwrap();
+        // The desktop runs in this process (as in the desktop crate's tests); the agent is the
+        // real binary, so it can be killed with SIGKILL.
+        let desktop = start_desktop(dir.path().join("workspace")).await;
+        let desktop_url = desktop.url.clone();
+        let http = reqwest::Client::new();
+        let screen: Value = http
+            .get(format!("{desktop_url}/v1/screen"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let display = screen["display"].as_str().unwrap().to_string();
+        let mut s = Setup {
+            dir,
+            config,
+            desktop_url,
+            display,
+            agent_url: String::new(),
+            agent: None,
+            _desktop: desktop,
+            fake,
+            http,
+        };
+        s.start_agent();
+        Some(s)
+    }
+
+    fn start_agent(&mut self) {
+        let db = format!("sqlite:{}", self.dir.path().join("agent.db").display());
+        let (agent, url) = start(
+            &[
+                "agent",
+                "--listen",
+                "127.0.0.1:0",
+                "--desktop",
+                &self.desktop_url,
+                "--database",
+                &db,
+            ],
+            &self.config,
+            "agent listening on ",
+        );
+        self.agent = Some(agent);
+        self.agent_url = url;
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.agent_url))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.agent_url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the task leaves PENDING/RUNNING (at most `secs`); returns it.
+    async fn wait_done(&self, id: &str, secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let t = self.get(&format!("/tasks/{id}")).await;
+            let s = t["status"].as_str().unwrap_or("");
+            if !matches!(s, "PENDING" | "RUNNING") || Instant::now() > deadline {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Image-space coordinates the model must send to hit screen point (x, y).
+    async fn image_point(&self, x: i32, y: i32) -> (i32, i32) {
+        let screen: Value = self
+            .http
+            .get(format!("{}/v1/screen", self.desktop_url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let sw = screen["width"].as_u64().unwrap() as u32;
+        let sh = screen["height"].as_u64().unwrap() as u32;
+        let scale = bytebot_agent::screen::Scale {
+            screen: (sw, sh),
+            image: bytebot_agent::screen::fit(
+                (sw, sh),
+                bytebot_agent::model::ImageLimit {
+                    max_long_edge: 1280,
+                    max_pixels: 1280 * 800,
+                },
+            ),
+        };
+        let p = scale.to_image(bytebot_agent::model::Point { x, y });
+        (p.x, p.y)
+    }
+}
+
+/// One chat-completions answer with a tool call, as OpenAI documents it.
+fn tool_call(id: &str, name: &str, args: Value) -> Reply {
+    Reply::json(json!({
+        "id": format!("chatcmpl-{id}"),
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": "fake-vision",
+        "choices": [{
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": null,
+                "tool_calls": [{
+                    "id": id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": args.to_string()}
+                }]
+            },
+            "finish_reason": "tool_calls"
+        }],
+        "usage": {"prompt_tokens": 1000, "completion_tokens": 20, "total_tokens": 1020}
+    }))
+}
+
+/// The `tool` message answering `call_id` in a chat-completions request body.
+fn tool_answer<'a>(body: &'a Value, call_id: &str) -> Option<&'a Value> {
+    body["messages"]
+        .as_array()?
+        .iter()
+        .find(|m| m["role"] == "tool" && m["tool_call_id"] == call_id)
+}
+
+/// The recorder window of the desktop tests (an independent X client that prints its events).
+struct Recorder {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl Recorder {
+    fn open(display: &str, x: u32, y: u32, w: u32, h: u32) -> Option<Recorder> {
+        let ok = Command::new("/usr/bin/python3")
+            .args(["-c", "import Xlib"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            eprintln!("skipping: python3-xlib is not available (apt-get install python3-xlib)");
+            return None;
+        }
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../desktop/tests/support/xrecorder.py"
+        );
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .args([x, y, w, h].map(|v| v.to_string()))
+            .env("DISPLAY", display)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<Value>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line)
+                    && tx.send(v).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let ready = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("recorder appears");
+        assert_eq!(ready["ready"], true, "{ready}");
+        Some(Recorder {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        })
+    }
+
+    fn wait_for(&mut self, done: impl Fn(&[Value]) -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done(&self.seen) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) => self.seen.push(v),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    fn text(&self) -> String {
+        self.seen
+            .iter()
+            .filter_map(|e| e["char"].as_str())
+            .collect()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fake_model_drives_the_desktop_by_coordinates_by_text_and_types_unicode() {
+    let Some(s) = Setup::start("").await else {
+        return;
+    };
+    if !have("xmessage") {
+        eprintln!("skipping: xmessage is not available (apt-get install x11-utils)");
+        return;
+    }
+    let mut msg = Proc(
+        Command::new("xmessage")
+            // Styled as in the desktop's OCR tests: a large font and a padded button OCR reads.
+            .args([
+                "-print",
+                "-geometry",
+                "+700+500",
+                "-fn",
+                "-adobe-helvetica-bold-r-normal--34-*-*-*-*-*-iso8859-1",
+            ])
+            .args([
+                "-xrm",
+                "*message.scrollVertical: never",
+                "-xrm",
+                "*message.scrollHorizontal: never",
+            ])
+            .args([
+                "-xrm",
+                "*message.borderWidth: 0",
+                "-xrm",
+                "*message*leftMargin: 16",
+            ])
+            .args([
+                "-xrm",
+                "*message*topMargin: 8",
+                "-xrm",
+                "*message*rightMargin: 16",
+            ])
+            .args([
+                "-xrm",
+                "*Command.internalWidth: 16",
+                "-xrm",
+                "*Command.internalHeight: 6",
+            ])
+            .args(["-buttons", "Proceed", "Press the button"])
+            .env("DISPLAY", &s.display)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Opened last, so it has the keyboard focus for the typing.
+    let Some(mut rec) = Recorder::open(&s.display, 100, 100, 500, 300) else {
+        return;
+    };
+
+    let (ix, iy) = s.image_point(300, 250).await;
+    s.fake.push(tool_call(
+        "c1",
+        "computer",
+        json!({"action": "click", "x": ix, "y": iy}),
+    ));
+    s.fake.push(tool_call(
+        "c2",
+        "computer",
+        json!({"action": "type", "text": "héllo wörld ✓"}),
+    ));
+    s.fake
+        .push(tool_call("c3", "click_text", json!({"text": "Proceed"})));
+    s.fake.push(tool_call(
+        "c4",
+        "click_text",
+        json!({"text": "No such label here"}),
+    ));
+    s.fake.push(tool_call(
+        "c5",
+        "set_task_status",
+        json!({"status": "completed", "message": "clicked, typed and pressed Proceed"}),
+    ));
+
+    let (status, task) = s
+        .post(
+            "/tasks",
+            json!({"description": "Click the window, type, press Proceed"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{task}");
+    let id = task["id"].as_str().unwrap().to_string();
+    let done = s.wait_done(&id, 60).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(
+        done["result"]["message"],
+        "clicked, typed and pressed Proceed"
+    );
+
+    // The click landed where the model pointed, mapped back to the screen.
+    assert!(rec.wait_for(|seen| seen.iter().any(|e| e["type"] == "button_press")));
+    let press = rec
+        .seen
+        .iter()
+        .find(|e| e["type"] == "button_press")
+        .unwrap()
+        .clone();
+    let (px, py) = (press["x"].as_i64().unwrap(), press["y"].as_i64().unwrap());
+    assert!(
+        (px - 300).abs() <= 1 && (py - 250).abs() <= 1,
+        "click at {px},{py}"
+    );
+    // The Unicode text arrived in the focused window.
+    assert!(
+        rec.wait_for(|seen| {
+            seen.iter()
+                .filter_map(|e| e["char"].as_str())
+                .collect::<String>()
+                .contains("héllo wörld ✓")
+        }),
+        "typed: {:?}",
+        rec.text()
+    );
+    // xmessage prints the pressed button and exits.
+    let out = msg.0.wait_with_output_timeout();
+    let c3 = tool_answer(&s.fake.seen()[3].body, "c3").cloned();
+    if std::env::var_os("DEBUG_SHOT").is_some() {
+        let png = s
+            .http
+            .get(format!("{}/v1/screenshot", s.desktop_url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        std::fs::write("/tmp/agent-shot.png", &png).unwrap();
+    }
+    assert!(
+        out.contains("Proceed"),
+        "xmessage said {out:?}; the agent said {c3:?}"
+    );
+
+    // Each result went back to the model: screenshots as images, the failed OCR click as an
+    // error with the real reason.
+    let seen = s.fake.seen();
+    assert_eq!(seen.len(), 5, "one request per model turn");
+    let c1 = tool_answer(&seen[1].body, "c1").expect("c1 answered");
+    assert!(
+        !c1["content"].as_str().unwrap_or("").starts_with("Error"),
+        "{c1}"
+    );
+    let images = seen[1].body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+        .filter(|p| p["type"] == "image_url")
+        .count();
+    assert!(
+        images >= 1,
+        "the screenshot after the click is sent as an image"
+    );
+    let c4 = tool_answer(&seen[4].body, "c4").expect("c4 answered");
+    let text = c4["content"].as_str().unwrap_or("");
+    assert!(
+        text.starts_with("Error") && text.contains("not on the screen"),
+        "{text}"
+    );
+
+    // Usage and cost were recorded per call.
+    assert_eq!(done["input_tokens"].as_i64(), Some(5000), "{done}");
+    let msgs = s.get(&format!("/tasks/{id}/messages")).await;
+    assert!(msgs["messages"].as_array().unwrap().len() >= 11, "{msgs}");
+}
+
+trait WaitOutput {
+    fn wait_with_output_timeout(&mut self) -> String;
+}
+
+impl WaitOutput for Child {
+    fn wait_with_output_timeout(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.try_wait() {
+                let mut out = String::new();
+                if let Some(mut o) = self.stdout.take() {
+                    let _ = std::io::Read::read_to_string(&mut o, &mut out);
+                }
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.kill();
+        String::new()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_the_task_resumes_and_the_in_flight_action_is_not_repeated() {
+    let Some(mut s) = Setup::start("").await else {
+        return;
+    };
+    // The first turn asks for a long wait; the agent is killed while it runs.
+    s.fake.push(tool_call(
+        "w1",
+        "computer",
+        json!({"action": "wait", "duration_ms": 4000}),
+    ));
+    let (status, task) = s
+        .post("/tasks", json!({"description": "wait, then finish"}))
+        .await;
+    assert_eq!(status, 201, "{task}");
+    let id = task["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.fake.seen().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut agent = s.agent.take().unwrap();
+    // SIGKILL: no chance to clean up or release the lease.
+    agent.0.kill().unwrap();
+    let _ = agent.0.wait();
+    drop(agent);
+    assert_eq!(s.fake.seen().len(), 1);
+
+    s.fake.push(tool_call(
+        "f1",
+        "set_task_status",
+        json!({"status": "completed", "message": "resumed"}),
+    ));
+    s.start_agent();
+    let done = s.wait_done(&id, 60).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(
+        done["attempts"].as_i64(),
+        Some(2),
+        "taken again after the lease ran out: {done}"
+    );
+    let seen = s.fake.seen();
+    assert_eq!(seen.len(), 2, "the model was asked again, once");
+    let w1 = tool_answer(&seen[1].body, "w1").expect("the in-flight call is answered");
+    let text = w1["content"].as_str().unwrap_or("");
+    assert!(text.contains("Not known to have run"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_and_provider_faults_are_reported_clearly() {
+    let Some(s) = Setup::start("max_iterations = 3").await else {
+        return;
+    };
+    // Invalid bodies: 422 naming the field.
+    let (st, body) = s.post("/tasks", json!({"descripton": "typo"})).await;
+    assert_eq!(st, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("descripton"),
+        "{body}"
+    );
+    let (st, body) = s
+        .post("/tasks", json!({"description": "x", "priority": "SOON"}))
+        .await;
+    assert_eq!(
+        (st, body["error"]["field"].as_str()),
+        (422, Some("priority")),
+        "{body}"
+    );
+    // An unknown model names the configured ones.
+    let (st, body) = s
+        .post("/tasks", json!({"description": "x", "model": "gpt-9"}))
+        .await;
+    assert_eq!(st, 422);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("configured: fake"),
+        "{body}"
+    );
+    // No token: 401.
+    let r = s
+        .http
+        .get(format!("{}/tasks", s.agent_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
+    // The provider refuses the key: the task needs help and says which key.
+    s.fake.push(Reply::status(401, json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})));
+    let (_, t) = s.post("/tasks", json!({"description": "one"})).await;
+    let done = s.wait_done(t["id"].as_str().unwrap(), 30).await;
+    assert_eq!(done["status"], "NEEDS_HELP", "{done}");
+    let err = done["error"].as_str().unwrap();
+    assert!(err.contains("401") && err.contains("api_key_env"), "{err}");
+
+    // Garbage: the step fails with the reason.
+    s.fake.push(Reply::raw(200, "<html>not json</html>"));
+    let (_, t) = s.post("/tasks", json!({"description": "two"})).await;
+    let done = s.wait_done(t["id"].as_str().unwrap(), 30).await;
+    assert_eq!(done["status"], "NEEDS_HELP", "{done}");
+    assert!(
+        done["error"].as_str().unwrap().contains("not JSON"),
+        "{done}"
+    );
+
+    // A model that only ever takes screenshots hits the iteration cap.
+    for i in 0..3 {
+        s.fake.push(tool_call(
+            &format!("s{i}"),
+            "computer",
+            json!({"action": "screenshot"}),
+        ));
+    }
+    let (_, t) = s.post("/tasks", json!({"description": "three"})).await;
+    let done = s.wait_done(t["id"].as_str().unwrap(), 30).await;
+    assert_eq!(done["status"], "NEEDS_HELP", "{done}");
+    let err = done["error"].as_str().unwrap();
+    assert!(
+        err.contains("max_iterations") || err.contains("repeated"),
+        "{err}"
+    );
+}
