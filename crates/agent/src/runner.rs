@@ -29,6 +29,9 @@ pub const NOT_EXECUTED: &str = "Not executed: an earlier computer action in this
 /// Said for a call that was in flight when the agent stopped.
 pub const IN_FLIGHT: &str = "Not known to have run: the agent restarted while this call was in flight. Look at this fresh screenshot before repeating it.";
 
+/// Said with the fresh screenshot when a task resumes.
+pub const RESUMED: &str = "The task resumed (after a pause, a hand-back or a restart). This is the screen now.";
+
 /// Said when the model ends its turn without a tool call (once; the second time the task goes
 /// to review).
 const NUDGE: &str =
@@ -105,20 +108,25 @@ impl Run<'_> {
             self.shot_width = Some(self.scale_for(&spec).await?.image.0);
         }
         let mut history = self.load().await?;
-        if history.is_empty() {
-            let first = ChatMessage {
-                role: Role::User,
-                content: vec![Block::Text {
-                    text: task.description.clone(),
-                }],
-                state: None,
-            };
-            self.append(&first).await?;
-            history.push(first);
-        }
         // Calls that were in flight when the agent stopped: not repeated, answered honestly.
         let open = context::unanswered(&history);
-        if !open.is_empty() {
+        if history.is_empty() || open.is_empty() {
+            // A new task starts with the screen in view (saving the model a screenshot turn);
+            // a resumed one (after a hand-back, a crash or help) continues from the screen as
+            // it is now, not as the history last showed it.
+            let shot = self.screenshot().await?;
+            let text = if history.is_empty() {
+                task.description.clone()
+            } else {
+                RESUMED.to_string()
+            };
+            let m = user(vec![
+                Block::Text { text },
+                Block::Image { image: shot.image },
+            ]);
+            self.append(&m).await?;
+            history.push(m);
+        } else {
             let shot = self.screenshot().await?;
             for call in open {
                 let r = ToolResult {
