@@ -30,7 +30,8 @@ pub const NOT_EXECUTED: &str = "Not executed: an earlier computer action in this
 pub const IN_FLIGHT: &str = "Not known to have run: the agent restarted while this call was in flight. Look at this fresh screenshot before repeating it.";
 
 /// Said with the fresh screenshot when a task resumes.
-pub const RESUMED: &str = "The task resumed (after a pause, a hand-back or a restart). This is the screen now.";
+pub const RESUMED: &str =
+    "The task resumed (after a pause, a hand-back or a restart). This is the screen now.";
 
 /// Said when the model ends its turn without a tool call (once; the second time the task goes
 /// to review).
@@ -237,10 +238,12 @@ impl Run<'_> {
             let mut failed = false;
             let mut finish: Option<(FinalStatus, String)> = None;
             for call in calls {
-                if self.stopped() {
-                    return Ok(Outcome::Stopped("stopped"));
-                }
-                let result = if failed {
+                let result = if self.stopped() {
+                    error_result(
+                        &call.id,
+                        "Not executed: the task was stopped before this call.",
+                    )
+                } else if failed {
                     error_result(&call.id, NOT_EXECUTED)
                 } else {
                     let (result, done) = self.execute(&call).await?;
@@ -266,6 +269,9 @@ impl Run<'_> {
                 let m = user(vec![Block::ToolResult(result)]);
                 self.append(&m).await?;
                 history.push(m);
+            }
+            if self.stopped() {
+                return Ok(Outcome::Stopped("stopped"));
             }
             if let Some((status, message)) = finish {
                 let status = match status {
@@ -554,7 +560,15 @@ impl Run<'_> {
                     if let Err(reason) = act::check(a) {
                         return self.failed(&call.id, &reason).await.map(|r| (r, None));
                     }
-                    match act::run(self.desktop, a, &agent.config.browser_app).await {
+                    // Cancel and take-over stop at once, even inside a long wait.
+                    let mut stop = self.stop.clone();
+                    let ran = tokio::select! {
+                        r = act::run(self.desktop, a, &agent.config.browser_app) => r,
+                        _ = stop.wait_for(|s| *s) => {
+                            return Ok((error_result(&call.id, "Stopped: the task was cancelled or a person took over."), None));
+                        }
+                    };
+                    match ran {
                         Ok(Produced::Nothing) => {}
                         Ok(Produced::Text(t)) => texts.push(t),
                         Ok(Produced::Region { region }) => zoom = Some(region),

@@ -16,6 +16,10 @@ use crate::service::Agent;
 /// and leases expire without anyone saying so).
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
+/// A task taken this many times without finishing (its workers keep dying or losing it) is
+/// failed instead of being handed to yet another worker.
+const MAX_ATTEMPTS: i64 = 5;
+
 /// Claims and runs tasks on `desktop` until `shutdown` turns true.
 pub async fn work(
     agent: Arc<Agent>,
@@ -49,6 +53,25 @@ pub async fn work(
         };
         let id = task.id.clone();
         tracing::info!(worker = %worker, task = %id, attempt = task.attempts, "task claimed");
+        if task.attempts > MAX_ATTEMPTS {
+            let why = format!(
+                "the task was taken {} times without finishing (its worker crashed or lost it each time); look at its last steps before running it again",
+                task.attempts - 1
+            );
+            if let Err(e) = agent
+                .finish(
+                    &id,
+                    &worker,
+                    bytebot_protocol::TaskStatus::Failed,
+                    None,
+                    Some(why),
+                )
+                .await
+            {
+                tracing::warn!(task = %id, error = %e, "could not fail a task that keeps crashing");
+            }
+            continue;
+        }
         agent
             .publish(
                 &id,

@@ -707,3 +707,119 @@ async fn bad_requests_and_provider_faults_are_reported_clearly() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn take_over_pauses_the_agent_and_hand_back_resumes_with_the_persons_note() {
+    let Some(s) = Setup::start("").await else {
+        return;
+    };
+    s.fake.push(tool_call(
+        "w1",
+        "computer",
+        json!({"action": "wait", "duration_ms": 10000}),
+    ));
+    let (_, task) = s
+        .post("/tasks", json!({"description": "wait for me"}))
+        .await;
+    let id = task["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.fake.seen().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = Instant::now();
+    let (st, t) = s.post(&format!("/tasks/{id}/takeover"), json!({})).await;
+    assert_eq!(st, 200, "{t}");
+    assert_eq!(t["control"], "USER");
+    // The agent stops at once (inside its 10 s wait) and leaves the desktop alone.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let t = s.get(&format!("/tasks/{id}")).await;
+        if t["status"] == "PENDING" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run did not stop: {t}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(8));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        s.fake.seen().len(),
+        1,
+        "no model call while a person has control"
+    );
+    assert_eq!(s.get(&format!("/tasks/{id}")).await["status"], "PENDING");
+
+    s.fake.push(tool_call(
+        "f1",
+        "set_task_status",
+        json!({"status": "completed", "message": "thanks"}),
+    ));
+    let (st, t) = s
+        .post(
+            &format!("/tasks/{id}/resume"),
+            json!({"message": "I pressed OK myself"}),
+        )
+        .await;
+    assert_eq!((st, t["control"].as_str()), (200, Some("ASSISTANT")), "{t}");
+    let done = s.wait_done(&id, 30).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let body = s.fake.seen()[1].body.to_string();
+    assert!(
+        body.contains("I pressed OK myself"),
+        "the person's note reaches the model"
+    );
+    assert!(
+        body.contains("This is the screen now"),
+        "with a fresh screenshot"
+    );
+    assert!(
+        body.contains("Stopped: the task was cancelled or a person took over"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_running_task_at_once() {
+    let Some(s) = Setup::start("").await else {
+        return;
+    };
+    s.fake.push(tool_call(
+        "w1",
+        "computer",
+        json!({"action": "wait", "duration_ms": 20000}),
+    ));
+    let (_, task) = s
+        .post("/tasks", json!({"description": "wait forever"}))
+        .await;
+    let id = task["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.fake.seen().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (st, t) = s.post(&format!("/tasks/{id}/cancel"), json!({})).await;
+    assert_eq!((st, t["status"].as_str()), (200, Some("CANCELLED")), "{t}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t = s.get(&format!("/tasks/{id}")).await;
+    assert_eq!(t["status"], "CANCELLED", "{t}");
+    assert_eq!(s.fake.seen().len(), 1, "no model call after cancel");
+    // A cancelled task cannot be cancelled again.
+    let (st, _) = s.post(&format!("/tasks/{id}/cancel"), json!({})).await;
+    assert_eq!(st, 409);
+    // Deleting removes it.
+    let r = s
+        .http
+        .delete(format!("{}/tasks/{id}", s.agent_url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let r = s
+        .http
+        .get(format!("{}/tasks/{id}", s.agent_url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+}

@@ -30,7 +30,7 @@ macro_rules! claim_sql {
              attempts = attempts + 1, desktop = $3, executed_at = COALESCE(executed_at, $4), \
              updated_at = $4 \
              WHERE id = (SELECT id FROM agent_tasks \
-                 WHERE status IN ('PENDING', 'RUNNING') \
+                 WHERE status IN ('PENDING', 'RUNNING') AND control = 'ASSISTANT' \
                  AND ((status = 'PENDING' AND (scheduled_for IS NULL OR scheduled_for <= $4)) \
                      OR (status = 'RUNNING' AND lease_until < $4)) \
                  ORDER BY priority DESC, COALESCE(scheduled_for, created_at), id \
@@ -46,7 +46,8 @@ const CLAIM_SQLITE: &str = claim_sql!("");
 const CLAIM_POSTGRES: &str = claim_sql!(" FOR UPDATE SKIP LOCKED");
 
 impl Store {
-    /// Takes the next task for `worker` on `desktop`: a `PENDING` task whose time has come
+    /// Takes the next task for `worker` on `desktop` that the agent controls (a task a person
+    /// took over waits until it is handed back): a `PENDING` task whose time has come
     /// (`scheduled_for` empty or past), or a `RUNNING` task whose lease ran out (its worker
     /// died), highest priority first, then the one due longest (`scheduled_for`, else
     /// `created_at`), then by id. The task becomes `RUNNING`, held by `worker` for `lease`;
@@ -85,7 +86,9 @@ impl Store {
             .map_err(|e| StoreError::query(op(), e).into())
     }
 
-    /// Extends `worker`'s lease on the task to `lease` from now. `Ok(false)` when the worker
+    /// Sets `worker`'s lease on the task to end `lease` from now (renew well before it ends,
+    /// e.g. every third of it). Still holding means nobody claimed the task since, even if
+    /// the lease ran out meanwhile. `Ok(false)` when the worker
     /// no longer holds it (it was claimed by another worker after the lease ran out, or a
     /// person changed its status): the worker must stop working on it.
     pub async fn renew_lease(

@@ -50,6 +50,7 @@ on_both_backends!(
     files_and_usage,
     deleting_a_task_removes_its_rows_and_names_its_blobs,
     four_workers_complete_a_thousand_tasks_exactly_once,
+    a_task_a_person_controls_is_not_claimed,
 );
 
 const LEASE: Duration = Duration::from_millis(300);
@@ -459,6 +460,26 @@ async fn list_filters_searches_and_pages(db: TestDb) {
     store.close().await;
 }
 
+async fn a_task_a_person_controls_is_not_claimed(db: TestDb) {
+    let store = Store::open(&db.url).await.unwrap();
+    let t = store.insert_agent_task(&new_task("held")).await.unwrap();
+    store.set_task_control(&t.id, Control::User).await.unwrap();
+    assert_eq!(
+        store.claim_agent_task("w1", "d1", LEASE).await.unwrap(),
+        None
+    );
+    store
+        .set_task_control(&t.id, Control::Assistant)
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_agent_task("w1", "d1", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.id, t.id);
+}
+
 async fn claims_go_by_priority_then_due_time(db: TestDb) {
     let store = Store::open(&db.url).await.unwrap();
     let now = now_ms();
@@ -544,8 +565,9 @@ async fn an_expired_lease_passes_the_task_on_and_fences_the_old_worker(db: TestD
     let store = Store::open(&db.url).await.unwrap();
     let t = store.insert_agent_task(&new_task("one")).await.unwrap();
 
+    // A long first lease, so a slow machine cannot let it run out before w2 tries.
     let first = store
-        .claim_agent_task("w1", "d1", LEASE)
+        .claim_agent_task("w1", "d1", Duration::from_secs(60))
         .await
         .unwrap()
         .unwrap();
@@ -562,9 +584,9 @@ async fn an_expired_lease_passes_the_task_on_and_fences_the_old_worker(db: TestD
         !store.renew_lease(&t.id, "w2", LEASE).await.unwrap(),
         "w2 does not hold it"
     );
+    // The renewal shortens the lease to LEASE from now; then w1 stops renewing, and once
+    // its lease is over w2 takes the task.
     assert!(store.renew_lease(&t.id, "w1", LEASE).await.unwrap());
-
-    // w1 stops renewing; once its lease is over, w2 takes the task.
     tokio::time::sleep(LEASE + Duration::from_millis(150)).await;
     let second = store
         .claim_agent_task("w2", "d2", LEASE)
