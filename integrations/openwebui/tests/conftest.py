@@ -132,6 +132,9 @@ listen = "127.0.0.1:0"
 workspace = "{workspace}"
 vnc = false
 
+[agent]
+listen = "127.0.0.1:0"
+
 [gateway]
 listen = "127.0.0.1:0"
 policy = "{policy}"

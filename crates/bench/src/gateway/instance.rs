@@ -91,6 +91,9 @@ listen = "127.0.0.1:0"
 vnc = false
 window_manager = ""
 
+[agent]
+listen = "127.0.0.1:0"
+
 [gateway]
 listen = "127.0.0.1:0"
 policy = "{policy}"
