@@ -116,6 +116,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/tasks/{id}/events/ws", get(events_ws))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
+        .route(
+            "/metrics",
+            get(|State(s): State<ApiState>| async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    s.agent.metrics.render(),
+                )
+            }),
+        )
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

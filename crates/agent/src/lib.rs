@@ -11,6 +11,7 @@ pub mod api;
 pub mod config;
 pub mod context;
 pub mod desktop;
+pub mod metrics;
 pub mod model;
 pub mod providers;
 pub mod runner;

@@ -247,6 +247,16 @@ impl Run<'_> {
                     error_result(&call.id, NOT_EXECUTED)
                 } else {
                     let (result, done) = self.execute(&call).await?;
+                    let kind = match &call.call {
+                        Call::Computer { .. } => "computer",
+                        Call::Function { name, .. } => name.as_str(),
+                    };
+                    let kind = if tools::NAMES.contains(&kind) || kind == "computer" {
+                        kind
+                    } else {
+                        "other"
+                    };
+                    self.agent.metrics.tool_call(kind, !result.is_error);
                     if let Some(d) = done {
                         finish = Some(d);
                     }
@@ -436,6 +446,9 @@ impl Run<'_> {
             match answer {
                 Ok(r) => {
                     let cost = spec.price.map_or(0.0, |p| p.cost(&r.usage));
+                    agent
+                        .metrics
+                        .model_call(&spec.id, "ok", started.elapsed(), cost);
                     let u = &r.usage;
                     agent
                         .store
@@ -462,6 +475,9 @@ impl Run<'_> {
                     return Ok(Ok((spec, r)));
                 }
                 Err(e) => {
+                    agent
+                        .metrics
+                        .model_call(&spec.id, e.code(), started.elapsed(), 0.0);
                     tracing::warn!(task = %self.task_id, model = %spec.id, error = %e, "model call failed; trying the next model");
                     agent
                         .publish(

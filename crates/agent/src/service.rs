@@ -45,6 +45,8 @@ pub struct Agent {
     pub events: broadcast::Sender<TaskEvent>,
     /// Wakes idle workers when a task is queued.
     pub queued: Notify,
+    /// Counters for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
     /// Stop switches of the runs in this process, by task id.
     runs: Mutex<HashMap<String, watch::Sender<bool>>>,
     /// Screen sizes by desktop URL.
@@ -90,6 +92,7 @@ impl Agent {
             providers,
             events: broadcast::channel(1024).0,
             queued: Notify::new(),
+            metrics: crate::metrics::Metrics::new(),
             runs: Mutex::new(HashMap::new()),
             screens: Mutex::new(HashMap::new()),
             webhook,
@@ -242,6 +245,7 @@ impl Agent {
             .store
             .finish_task(task_id, worker, status, result.as_ref(), error.as_deref())
             .await?;
+        self.metrics.task_finished(status.as_str());
         self.publish(
             task_id,
             "status",
@@ -351,7 +355,7 @@ mod tests {
         );
         assert_eq!(
             parse_rfc3339_ms("2026-11-24T10:00:00.5+01:00"),
-            Ok(1_795_510_800_000)
+            Ok(1_795_510_800_500)
         );
         assert!(parse_rfc3339_ms("tomorrow").is_err());
         assert!(parse_rfc3339_ms("2026-13-01T00:00:00Z").is_err());

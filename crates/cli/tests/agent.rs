@@ -552,6 +552,30 @@ async fn a_fake_model_drives_the_desktop_by_coordinates_by_text_and_types_unicod
         "{text}"
     );
 
+    // The metrics count what happened.
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.agent_url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"bytebot_agent_model_calls_total{model="fake",outcome="ok"} 5"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"bytebot_agent_tool_calls_total{kind="click_text",outcome="error"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"bytebot_agent_tasks_finished_total{kind="COMPLETED",outcome=""} 1"#),
+        "{metrics}"
+    );
+
     // Usage and cost were recorded per call.
     assert_eq!(done["input_tokens"].as_i64(), Some(5000), "{done}");
     let msgs = s.get(&format!("/tasks/{id}/messages")).await;
