@@ -7,6 +7,7 @@
 //! instead (scrot, python mss, xdotool, the tesseract CLI), run on the same
 //! screen with the same content.
 
+mod agent;
 mod gateway;
 mod screen;
 mod stats;
@@ -47,6 +48,8 @@ struct Args {
     parts: Vec<Part>,
     #[command(flatten)]
     gateway: gateway::Options,
+    #[command(flatten)]
+    agent: agent::Options,
 }
 
 /// A part of the benchmark.
@@ -56,6 +59,8 @@ enum Part {
     Desktop,
     /// The gateway: signed /plan load, wrk ceiling, SSE fan-out, memory.
     Gateway,
+    /// The agent: overhead per step with an instant fake model, queue throughput, memory.
+    Agent,
 }
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
@@ -77,11 +82,19 @@ fn main() -> Result<()> {
         "-" => String::new(),
         path => std::fs::read_to_string(path).unwrap_or_default(),
     };
-    let report = gateway::merge_report(
+    let agent_report = if args.parts.contains(&Part::Agent) {
+        Some(agent::run(&args.bytebot, &args.agent)?)
+    } else {
+        None
+    };
+    let mut report = gateway::merge_report(
         &previous,
         desktop_report.as_deref(),
         gateway_report.as_deref(),
     );
+    if let Some(block) = agent_report {
+        report = agent::merge(&report, &block);
+    }
     println!("{report}");
     if args.out != "-" {
         std::fs::write(&args.out, &report).with_context(|| format!("writing {}", args.out))?;
