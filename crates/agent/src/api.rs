@@ -466,30 +466,8 @@ fn task_events(agent: Arc<Agent>, task_id: String, after: i64) -> impl Stream<It
     let mut live = agent.events.subscribe();
     async_stream(move |tx| async move {
         let mut last = after;
-        loop {
-            let Ok(rows) = agent
-                .store
-                .task_events_after(Some(&task_id), last, 500)
-                .await
-            else {
-                return;
-            };
-            let n = rows.len();
-            for r in rows {
-                last = r.id;
-                let e = TaskEvent {
-                    id: r.id,
-                    task_id: r.task_id,
-                    kind: r.kind,
-                    data: r.data,
-                };
-                if tx.send(e).await.is_err() {
-                    return;
-                }
-            }
-            if n < 500 {
-                break;
-            }
+        if !send_stored(&agent, &task_id, &mut last, &tx).await {
+            return;
         }
         loop {
             match live.recv().await {
@@ -502,30 +480,44 @@ fn task_events(agent: Arc<Agent>, task_id: String, after: i64) -> impl Stream<It
                 Ok(_) => {}
                 // Fell behind the broadcast: catch up from the store.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let Ok(rows) = agent
-                        .store
-                        .task_events_after(Some(&task_id), last, 10_000)
-                        .await
-                    else {
+                    if !send_stored(&agent, &task_id, &mut last, &tx).await {
                         return;
-                    };
-                    for r in rows {
-                        last = r.id;
-                        let e = TaskEvent {
-                            id: r.id,
-                            task_id: r.task_id,
-                            kind: r.kind,
-                            data: r.data,
-                        };
-                        if tx.send(e).await.is_err() {
-                            return;
-                        }
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
         }
     })
+}
+
+/// Sends the stored events after `*last`, page by page; false when the stream is gone or the
+/// store failed.
+async fn send_stored(
+    agent: &Agent,
+    task_id: &str,
+    last: &mut i64,
+    tx: &tokio::sync::mpsc::Sender<TaskEvent>,
+) -> bool {
+    const PAGE: u32 = 500;
+    loop {
+        let Ok(rows) = agent
+            .store
+            .task_events_after(Some(task_id), *last, PAGE)
+            .await
+        else {
+            return false;
+        };
+        let n = rows.len();
+        for r in rows {
+            *last = r.id;
+            if tx.send(TaskEvent::from(r)).await.is_err() {
+                return false;
+            }
+        }
+        if n < PAGE as usize {
+            return true;
+        }
+    }
 }
 
 /// A stream fed by a task through a channel (no extra crate for generators).

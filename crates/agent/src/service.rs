@@ -29,6 +29,17 @@ pub struct TaskEvent {
     pub data: Value,
 }
 
+impl From<bytebot_store::TaskEventRow> for TaskEvent {
+    fn from(r: bytebot_store::TaskEventRow) -> TaskEvent {
+        TaskEvent {
+            id: r.id,
+            task_id: r.task_id,
+            kind: r.kind,
+            data: r.data,
+        }
+    }
+}
+
 /// The agent's shared state.
 pub struct Agent {
     /// The database.

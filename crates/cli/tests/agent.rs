@@ -235,6 +235,25 @@ max_long_edge = 1280
             .unwrap()
     }
 
+    /// Queues a task whose first model turn is a wait of `ms`, and returns its id once the
+    /// agent has asked the model (so the wait is running).
+    async fn start_waiting_task(&self, call_id: &str, ms: u64) -> String {
+        self.fake.push(tool_call(
+            call_id,
+            "computer",
+            json!({"action": "wait", "duration_ms": ms}),
+        ));
+        let (status, task) = self
+            .post("/tasks", json!({"description": "wait, then see"}))
+            .await;
+        assert_eq!(status, 201, "{task}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.fake.seen().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        task["id"].as_str().unwrap().to_string()
+    }
+
     /// Waits until the task leaves PENDING/RUNNING (at most `secs`); returns it.
     async fn wait_done(&self, id: &str, secs: u64) -> Value {
         let deadline = Instant::now() + Duration::from_secs(secs);
@@ -275,6 +294,42 @@ max_long_edge = 1280
         let p = scale.to_image(bytebot_agent::model::Point { x, y });
         (p.x, p.y)
     }
+}
+
+/// Reads `/tasks/{id}/events` (from the start, or after `last_id`) until the task's final
+/// status event.
+async fn read_events(s: &Setup, id: &str, last_id: Option<i64>) -> Vec<Value> {
+    let mut req = s
+        .http
+        .get(format!("{}/tasks/{id}/events", s.agent_url))
+        .bearer_auth(TOKEN);
+    if let Some(last) = last_id {
+        req = req.header("last-event-id", last.to_string());
+    }
+    let mut resp = req.send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut buf = String::new();
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let Ok(Ok(Some(chunk))) = tokio::time::timeout(Duration::from_secs(5), resp.chunk()).await
+        else {
+            break;
+        };
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data:")) {
+                let e: Value = serde_json::from_str(data.trim()).unwrap();
+                let last = e["kind"] == "status" && e["data"]["status"] == "COMPLETED";
+                events.push(e);
+                if last {
+                    return events;
+                }
+            }
+        }
+    }
+    panic!("the stream did not reach COMPLETED: {events:?}");
 }
 
 /// One chat-completions answer with a tool call, as OpenAI documents it.
@@ -576,6 +631,30 @@ async fn a_fake_model_drives_the_desktop_by_coordinates_by_text_and_types_unicod
         "{metrics}"
     );
 
+    // The live stream replays every event in order and resumes after Last-Event-ID.
+    let events = read_events(&s, &id, None).await;
+    let ids: Vec<i64> = events.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    for kind in ["message", "tool_call", "usage", "status"] {
+        assert!(events.iter().any(|e| e["kind"] == kind), "no {kind} event");
+    }
+    let mid = ids[ids.len() / 2];
+    let rest = read_events(&s, &id, Some(mid)).await;
+    let rest_ids: Vec<i64> = rest.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert_eq!(rest_ids, ids[ids.len() / 2 + 1..].to_vec());
+    // `bytebot task watch` follows the same stream and reports the end.
+    let out = bytebot()
+        .arg("--config")
+        .arg(&s.config)
+        .args(["task", "watch", &id, "--url", &s.agent_url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("is COMPLETED"),
+        "{text}"
+    );
+
     // Usage and cost were recorded per call.
     assert_eq!(done["input_tokens"].as_i64(), Some(5000), "{done}");
     let msgs = s.get(&format!("/tasks/{id}/messages")).await;
@@ -610,20 +689,7 @@ async fn after_kill_9_the_task_resumes_and_the_in_flight_action_is_not_repeated(
         return;
     };
     // The first turn asks for a long wait; the agent is killed while it runs.
-    s.fake.push(tool_call(
-        "w1",
-        "computer",
-        json!({"action": "wait", "duration_ms": 4000}),
-    ));
-    let (status, task) = s
-        .post("/tasks", json!({"description": "wait, then finish"}))
-        .await;
-    assert_eq!(status, 201, "{task}");
-    let id = task["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while s.fake.seen().is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let id = s.start_waiting_task("w1", 4000).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let mut agent = s.agent.take().unwrap();
     // SIGKILL: no chance to clean up or release the lease.
@@ -737,19 +803,7 @@ async fn take_over_pauses_the_agent_and_hand_back_resumes_with_the_persons_note(
     let Some(s) = Setup::start("").await else {
         return;
     };
-    s.fake.push(tool_call(
-        "w1",
-        "computer",
-        json!({"action": "wait", "duration_ms": 10000}),
-    ));
-    let (_, task) = s
-        .post("/tasks", json!({"description": "wait for me"}))
-        .await;
-    let id = task["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while s.fake.seen().is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let id = s.start_waiting_task("w1", 10000).await;
     let started = Instant::now();
     let (st, t) = s.post(&format!("/tasks/{id}/takeover"), json!({})).await;
     assert_eq!(st, 200, "{t}");
@@ -807,19 +861,7 @@ async fn cancel_stops_a_running_task_at_once() {
     let Some(s) = Setup::start("").await else {
         return;
     };
-    s.fake.push(tool_call(
-        "w1",
-        "computer",
-        json!({"action": "wait", "duration_ms": 20000}),
-    ));
-    let (_, task) = s
-        .post("/tasks", json!({"description": "wait forever"}))
-        .await;
-    let id = task["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while s.fake.seen().is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let id = s.start_waiting_task("w1", 20000).await;
     let (st, t) = s.post(&format!("/tasks/{id}/cancel"), json!({})).await;
     assert_eq!((st, t["status"].as_str()), (200, Some("CANCELLED")), "{t}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
