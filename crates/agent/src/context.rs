@@ -13,6 +13,98 @@ use crate::screen::Scale;
 /// What replaces a screenshot that fell out of the window of kept images.
 pub const PRUNED: &str = "[an older screenshot was removed to save context]";
 
+/// Introduces the summary of earlier steps after the task's description.
+pub const SUMMARY_HEADING: &str =
+    "Summary of the steps so far (older messages were summarised to save context):\n";
+
+/// Starts the note a person's hand-back adds to the conversation; iterations are counted
+/// from the last one, so a resumed task gets its full allowance again.
+pub const HANDED_BACK: &str = "[A person handed the task back]";
+
+/// Model calls since the last hand-back (or since the start).
+pub fn iterations_since_hand_back(messages: &[ChatMessage]) -> u32 {
+    let start = messages
+        .iter()
+        .rposition(|m| {
+            m.role == Role::User
+                && matches!(m.content.first(), Some(Block::Text { text }) if text.starts_with(HANDED_BACK))
+        })
+        .map_or(0, |i| i + 1);
+    messages[start..]
+        .iter()
+        .filter(|m| m.role == Role::Assistant)
+        .count() as u32
+}
+
+/// Where to cut for a summary: the index of an assistant message (the start of a complete
+/// turn) such that the messages from there on fit in `keep_tokens`, keeping at least the last
+/// turn. Only messages after `covered` (already summarised) count. `None` when there is nothing
+/// worth summarising.
+pub fn summary_cut(
+    messages: &[ChatMessage],
+    ids: &[i64],
+    covered: Option<i64>,
+    keep_tokens: u64,
+) -> Option<usize> {
+    let first = ids
+        .iter()
+        .position(|id| covered.is_none_or(|c| *id > c))
+        .unwrap_or(messages.len());
+    let starts: Vec<usize> = (first..messages.len())
+        .filter(|&i| messages[i].role == Role::Assistant)
+        .collect();
+    // The newest turn always stays; walk back while what is kept still fits.
+    let mut cut = *starts.last()?;
+    for &start in starts.iter().rev().skip(1) {
+        if estimate_tokens(&messages[start..]) > keep_tokens {
+            break;
+        }
+        cut = start;
+    }
+    (cut > first).then_some(cut)
+}
+
+/// A plain summary of `messages` (appended to `previous`): what the model said and did and
+/// what came of it, one line per step, without images. Deterministic and free: no model
+/// call, and nothing in it that was not in the conversation.
+pub fn summarize(previous: Option<&str>, messages: &[ChatMessage]) -> String {
+    fn cut(text: &str, max: usize) -> String {
+        match text.char_indices().nth(max) {
+            Some((i, _)) => format!("{}…", &text[..i]),
+            None => text.to_string(),
+        }
+    }
+    let mut out = previous.map(str::to_string).unwrap_or_default();
+    for m in messages {
+        for b in &m.content {
+            let line = match (m.role, b) {
+                (Role::Assistant, Block::Text { text }) => format!("- said: {}", cut(text, 300)),
+                (Role::Assistant, Block::ToolCall(c)) => {
+                    let what = serde_json::to_string(&c.call).unwrap_or_default();
+                    format!("- did: {}", cut(&what, 300))
+                }
+                (Role::User, Block::ToolResult(r)) => {
+                    let text = r.text.as_deref().map(|t| cut(t, 200)).unwrap_or_default();
+                    if r.is_error {
+                        format!("  → failed: {text}")
+                    } else if text.is_empty() {
+                        "  → done".to_string()
+                    } else {
+                        format!("  → {text}")
+                    }
+                }
+                (Role::User, Block::Text { text }) if !text.starts_with(SUMMARY_HEADING) => {
+                    format!("- user: {}", cut(text, 300))
+                }
+                _ => continue,
+            };
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Merges consecutive messages of the same role (state of the last assistant one kept).
 pub fn merge_roles(messages: Vec<ChatMessage>) -> Vec<ChatMessage> {
     let mut out: Vec<ChatMessage> = Vec::with_capacity(messages.len());
@@ -223,6 +315,51 @@ mod tests {
         let open = unanswered(&msgs);
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].id, "b");
+    }
+
+    #[test]
+    fn a_summary_keeps_the_newest_turns_and_describes_the_rest() {
+        let msgs = vec![
+            ChatMessage {
+                role: Role::User,
+                content: vec![Block::Text {
+                    text: "do it".into(),
+                }],
+                state: None,
+            },
+            call("a"),
+            result("a", "k1"),
+            call("b"),
+            result("b", "k2"),
+            call("c"),
+            result("c", "k3"),
+        ];
+        let ids: Vec<i64> = (1..=7).collect();
+        // Room for one turn only: everything before the last turn is summarised.
+        let cut = summary_cut(&msgs, &ids, None, 10).unwrap();
+        assert_eq!(cut, 5);
+        let text = summarize(None, &msgs[..cut]);
+        assert_eq!(text.matches("- did:").count(), 2, "{text}");
+        assert!(
+            text.contains("- user: do it") && text.contains("→ done"),
+            "{text}"
+        );
+        // Already covered up to the cut: nothing more to do.
+        assert_eq!(summary_cut(&msgs, &ids, Some(5), 10), None);
+    }
+
+    #[test]
+    fn iterations_restart_after_a_hand_back() {
+        let hand_back = ChatMessage {
+            role: Role::User,
+            content: vec![Block::Text {
+                text: format!("{HANDED_BACK} fixed it"),
+            }],
+            state: None,
+        };
+        let msgs = vec![call("a"), result("a", "k"), call("b"), hand_back, call("c")];
+        assert_eq!(iterations_since_hand_back(&msgs), 1);
+        assert_eq!(iterations_since_hand_back(&msgs[..3]), 2);
     }
 
     #[test]

@@ -108,7 +108,11 @@ impl Run<'_> {
         if let Some(spec) = self.agent.catalog.model(&task.model).cloned() {
             self.shot_width = Some(self.scale_for(&spec).await?.image.0);
         }
-        let mut history = self.load().await?;
+        let (mut history, mut ids) = self.load().await?;
+        let mut summary = store
+            .latest_summary(&self.task_id)
+            .await?
+            .map(|r| (r.covers_up_to, r.content));
         // Calls that were in flight when the agent stopped: not repeated, answered honestly.
         let open = context::unanswered(&history);
         if history.is_empty() || open.is_empty() {
@@ -125,7 +129,7 @@ impl Run<'_> {
                 Block::Text { text },
                 Block::Image { image: shot.image },
             ]);
-            self.append(&m).await?;
+            ids.push(self.append(&m).await?);
             history.push(m);
         } else {
             let shot = self.screenshot().await?;
@@ -139,7 +143,7 @@ impl Run<'_> {
                     acknowledged_safety_checks: vec![],
                 };
                 let m = user(vec![Block::ToolResult(r)]);
-                self.append(&m).await?;
+                ids.push(self.append(&m).await?);
                 history.push(m);
             }
         }
@@ -160,7 +164,7 @@ impl Run<'_> {
             if task.control == bytebot_protocol::Control::User {
                 return Ok(Outcome::Stopped("a person took over"));
             }
-            let iterations = history.iter().filter(|m| m.role == Role::Assistant).count() as u32;
+            let iterations = context::iterations_since_hand_back(&history);
             let cfg = &self.agent.config;
             if iterations >= cfg.max_iterations {
                 return self
@@ -186,8 +190,11 @@ impl Run<'_> {
                     .await;
             }
 
+            let ctx = self
+                .context_for_model(&task, &history, &ids, &mut summary)
+                .await?;
             let response = match self
-                .call_model(&task.model, &task.fallback_models, &history)
+                .call_model(&task.model, &task.fallback_models, &ctx)
                 .await?
             {
                 Ok(r) => r,
@@ -205,7 +212,7 @@ impl Run<'_> {
                 content: answer.content.clone(),
                 state: answer.state.clone(),
             };
-            self.append(&assistant).await?;
+            ids.push(self.append(&assistant).await?);
             history.push(assistant);
 
             let calls: Vec<ToolCall> = answer
@@ -229,7 +236,7 @@ impl Run<'_> {
                 }
                 nudged = true;
                 let m = user(vec![Block::Text { text: NUDGE.into() }]);
-                self.append(&m).await?;
+                ids.push(self.append(&m).await?);
                 history.push(m);
                 continue;
             }
@@ -277,7 +284,7 @@ impl Run<'_> {
                     result
                 };
                 let m = user(vec![Block::ToolResult(result)]);
-                self.append(&m).await?;
+                ids.push(self.append(&m).await?);
                 history.push(m);
             }
             if self.stopped() {
@@ -309,10 +316,76 @@ impl Run<'_> {
         }
     }
 
-    /// The stored conversation.
-    async fn load(&self) -> Result<Vec<ChatMessage>, RunError> {
+    /// What the model is shown: the conversation, or the task and a summary of the steps it
+    /// covers followed by the later messages. When that passes `agent.summarize_at` of the
+    /// model's context window, the older complete turns are summarised (and the summary
+    /// stored) so the context stays bounded however long the task runs.
+    async fn context_for_model(
+        &self,
+        task: &bytebot_store::AgentTask,
+        history: &[ChatMessage],
+        ids: &[i64],
+        summary: &mut Option<(i64, String)>,
+    ) -> Result<Vec<ChatMessage>, RunError> {
+        let build = |summary: &Option<(i64, String)>| match summary {
+            None => history.to_vec(),
+            Some((covers, text)) => {
+                let mut out = vec![user(vec![Block::Text {
+                    text: format!("{}\n\n{}{text}", task.description, context::SUMMARY_HEADING),
+                }])];
+                out.extend(
+                    history
+                        .iter()
+                        .zip(ids)
+                        .filter(|(_, id)| **id > *covers)
+                        .map(|(m, _)| m.clone()),
+                );
+                out
+            }
+        };
+        let ctx = build(summary);
+        let Some(spec) = self.agent.catalog.model(&task.model) else {
+            return Ok(ctx);
+        };
+        let limit = (spec.context_tokens as f64 * self.agent.config.summarize_at) as u64;
+        if context::estimate_tokens(&ctx) <= limit {
+            return Ok(ctx);
+        }
+        // Keep the newest turns that fit in a third of the budget; summarise the rest.
+        let Some(cut) =
+            context::summary_cut(history, ids, summary.as_ref().map(|s| s.0), limit / 3)
+        else {
+            return Ok(ctx);
+        };
+        let covered: Vec<ChatMessage> = history
+            .iter()
+            .zip(ids)
+            .take(cut)
+            .filter(|(_, id)| summary.as_ref().is_none_or(|s| **id > s.0))
+            .map(|(m, _)| m.clone())
+            .collect();
+        let text = context::summarize(summary.as_ref().map(|s| s.1.as_str()), &covered);
+        let covers_up_to = ids[cut - 1];
+        self.agent
+            .store
+            .insert_summary(&self.task_id, &text, covers_up_to)
+            .await?;
+        self.agent
+            .publish(
+                &self.task_id,
+                "summary",
+                json!({"covers_up_to": covers_up_to, "chars": text.len()}),
+            )
+            .await;
+        *summary = Some((covers_up_to, text));
+        Ok(build(summary))
+    }
+
+    /// The stored conversation with each message's id.
+    async fn load(&self) -> Result<(Vec<ChatMessage>, Vec<i64>), RunError> {
         let store = &self.agent.store;
         let mut out = Vec::new();
+        let mut ids = Vec::new();
         let mut after = 0;
         loop {
             let rows = store.messages(&self.task_id, after, 500).await?;
@@ -328,6 +401,7 @@ impl Run<'_> {
                     continue;
                 };
                 let state = row.state.and_then(|s| serde_json::from_value(s).ok());
+                ids.push(row.id);
                 out.push(ChatMessage {
                     role,
                     content,
@@ -335,13 +409,13 @@ impl Run<'_> {
                 });
             }
             if n < 500 {
-                return Ok(out);
+                return Ok((out, ids));
             }
         }
     }
 
-    /// Commits one message and tells the live stream.
-    async fn append(&self, m: &ChatMessage) -> Result<(), RunError> {
+    /// Commits one message and tells the live stream; returns its id.
+    async fn append(&self, m: &ChatMessage) -> Result<i64, RunError> {
         let content = serde_json::to_value(&m.content).unwrap_or(Value::Null);
         let state = m.state.as_ref().and_then(|s| serde_json::to_value(s).ok());
         let (role, name) = match m.role {
@@ -360,7 +434,7 @@ impl Run<'_> {
                 json!({"id": row.id, "role": name, "content": content}),
             )
             .await;
-        Ok(())
+        Ok(row.id)
     }
 
     /// A fresh screenshot of the whole screen at the size the task's model takes, stored as a

@@ -314,13 +314,23 @@ impl Agent {
         task_id: &str,
         note: Option<String>,
     ) -> Result<AgentTask, AgentStoreError> {
-        if let Some(note) = note {
-            let content = serde_json::to_value(vec![crate::model::Block::Text { text: note }])
-                .unwrap_or(Value::Null);
-            self.store
-                .append_message(task_id, bytebot_store::Role::User, &content, None)
-                .await?;
+        // Always noted, so the model knows and the iteration allowance starts again.
+        let text = match note {
+            Some(note) => format!("{} {note}", crate::context::HANDED_BACK),
+            None => crate::context::HANDED_BACK.to_string(),
+        };
+        let content =
+            serde_json::to_value(vec![crate::model::Block::Text { text }]).unwrap_or(Value::Null);
+        if self.store.get_agent_task(task_id).await?.is_none() {
+            return Err(AgentStoreError::Store(
+                bytebot_store::StoreError::NotFound {
+                    what: format!("agent task {task_id:?}"),
+                },
+            ));
         }
+        self.store
+            .append_message(task_id, bytebot_store::Role::User, &content, None)
+            .await?;
         let mut task = self
             .store
             .set_task_control(task_id, Control::Assistant)

@@ -889,3 +889,61 @@ async fn cancel_stops_a_running_task_at_once() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_task_is_summarised_instead_of_outgrowing_the_context() {
+    let Some(s) = Setup::start(
+        r#"summarize_at = 0.5
+[[agent.models]]
+id = "small"
+provider = "local"
+name = "fake-small"
+context_tokens = 8000
+max_long_edge = 1280"#,
+    )
+    .await
+    else {
+        return;
+    };
+    for i in 0..8 {
+        s.fake.push(tool_call(
+            &format!("k{i}"),
+            "computer",
+            // Different each time: the same action on an unchanged screen counts as a loop.
+            json!({"action": "wait", "duration_ms": 10 + i}),
+        ));
+    }
+    s.fake.push(tool_call(
+        "done",
+        "set_task_status",
+        json!({"status": "completed", "message": "waited 8 times"}),
+    ));
+    let (st, t) = s
+        .post(
+            "/tasks",
+            json!({"description": "wait eight times", "model": "small"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{t}");
+    let id = t["id"].as_str().unwrap();
+    let done = s.wait_done(id, 60).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let seen = s.fake.seen();
+    let last = seen.last().unwrap().body.to_string();
+    assert!(
+        last.contains("Summary of the steps so far"),
+        "the last request is summarised"
+    );
+    assert!(
+        last.contains("wait eight times"),
+        "and still says what the task is"
+    );
+    let first_summarised = seen
+        .iter()
+        .position(|r| r.body.to_string().contains("Summary of the steps so far"))
+        .unwrap();
+    assert!(first_summarised > 1, "short contexts are sent whole");
+    // Every message is still stored; only the model's view is shorter.
+    let msgs = s.get(&format!("/tasks/{id}/messages?limit=500")).await;
+    assert!(msgs["messages"].as_array().unwrap().len() >= 18, "{msgs}");
+}
