@@ -245,6 +245,8 @@ fn run_desktop(mut config: Config, args: DesktopArgs, up: bool) -> Result<()> {
         let (gateway, agent) = if up {
             let gw = gateway::start(&gw_config, &token.value, gw_config.gateway.listen, &url).await?;
             let ag = agent::start(&gw_config, &token.value, gw_config.agent.listen, &url).await?;
+            // The gateway's `task` intent hands approved prompts to this agent.
+            gw.gateway().attach_agent(std::sync::Arc::clone(&ag.agent));
             (Some(gw), Some(ag))
         } else {
             (None, None)

@@ -947,3 +947,82 @@ max_long_edge = 1280"#,
     let msgs = s.get(&format!("/tasks/{id}/messages?limit=500")).await;
     assert!(msgs["messages"].as_array().unwrap().len() >= 18, "{msgs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_task_intent_hands_an_approved_prompt_to_the_agent() {
+    if !have("Xvfb") {
+        eprintln!("skipping: Xvfb is not available (apt-get install xvfb)");
+        return;
+    }
+    let fake = FakeProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bytebot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{data}"
+[desktop]
+listen = "127.0.0.1:0"
+vnc = false
+[gateway]
+listen = "127.0.0.1:0"
+[agent]
+listen = "127.0.0.1:0"
+[agent.providers.local]
+kind = "openai_compatible"
+base_url = "{base}"
+[[agent.models]]
+id = "fake"
+provider = "local"
+max_long_edge = 1280
+"#,
+            data = dir.path().display(),
+            base = fake.url(),
+        ),
+    )
+    .unwrap();
+    let (_up, gateway) = start(&["up", "--own-display"], &config, "gateway       ");
+    fake.push(tool_call(
+        "t1",
+        "set_task_status",
+        json!({"status": "completed", "message": "the report is written"}),
+    ));
+    let http = reqwest::Client::new();
+    let caps: Value = http
+        .get(format!("{gateway}/capabilities"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(caps["intents"]["task"].is_object(), "{caps}");
+    let plan: Value = http
+        .post(format!("{gateway}/plan"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"intent": "task", "args": {"prompt": "write the weekly report"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(plan["est_risk"], "high", "{plan}");
+    assert!(fake.seen().is_empty(), "nothing runs before approval");
+    let done: Value = http
+        .post(format!("{gateway}/execute"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"task_id": plan["task_id"], "confirm_token": plan["confirm_token"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(done.to_string().contains("the report is written"), "{done}");
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].body.to_string().contains("write the weekly report"));
+}

@@ -249,9 +249,92 @@ impl Executor<'_> {
                 };
                 self.run_program(index, &spec, artifacts).await
             }
-            Action::Agent { .. } => {
-                Err("the agent is not available in this gateway; nothing was run".to_string())
+            Action::Agent { prompt, model } => self.hand_to_agent(index, prompt, model).await,
+        }
+    }
+
+    /// Queues the approved prompt as an agent task and follows it to its end, relaying its
+    /// steps as `step.output` events. A task that stops for a person (NEEDS_HELP) ends the
+    /// step with the agent's reason and task id, so the caller can look and resume it there.
+    async fn hand_to_agent(
+        &self,
+        index: usize,
+        prompt: &str,
+        model: &Option<String>,
+    ) -> Result<StepResult, String> {
+        use bytebot_protocol::TaskStatus;
+        let Some(agent) = self.gw.agent() else {
+            return Err("the agent is not available in this gateway; nothing was run".into());
+        };
+        // Subscribe first so no event of the new task is missed.
+        let mut events = agent.events.subscribe();
+        let task = agent
+            .create(bytebot_agent::service::TaskRequest {
+                description: prompt.to_string(),
+                model: model.clone(),
+                priority: bytebot_protocol::Priority::Medium,
+                scheduled_for: None,
+                created_by: format!("gateway:{}", self.key_id),
+                parent_id: None,
+            })
+            .await?;
+        let mut cancel = self.cancel.clone();
+        loop {
+            // The watch guard must not live across an await, so the cancel arm yields only a
+            // marker.
+            let event = tokio::select! {
+                e = events.recv() => Some(e),
+                () = async { let _ = cancel.wait_for(|c| *c).await; } => None,
+            };
+            let Some(event) = event else {
+                let _ = agent.cancel(&task.id).await;
+                return Err(format!(
+                    "cancelled; agent task {} was cancelled too",
+                    task.id
+                ));
+            };
+            let e = match event {
+                Ok(e) if e.task_id == task.id => e,
+                Ok(_) => continue,
+                // Missed some relayed events; the final state is read from the store below.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return Err("the agent stopped".into());
+                }
+            };
+            self.publish(
+                kind::STEP_OUTPUT,
+                json!({"step": index, "agent_task_id": task.id, "agent_event": e.kind, "data": e.data}),
+            )
+            .await;
+            if e.kind != "status" {
+                continue;
             }
+            let status = e.data["status"].as_str().unwrap_or_default();
+            let Ok(status) = TaskStatus::parse(status) else {
+                continue;
+            };
+            let message = e.data["result"]["message"]
+                .as_str()
+                .or_else(|| e.data["error"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            let data = json!({"agent_task_id": task.id, "status": status, "message": message});
+            return match status {
+                TaskStatus::Completed | TaskStatus::NeedsReview => Ok(StepResult {
+                    text: format!("the agent finished ({status}): {message}"),
+                    data,
+                }),
+                TaskStatus::NeedsHelp => Err(format!(
+                    "the agent needs a person (task {}): {message}; resume it at the agent's /tasks/{}/resume",
+                    task.id, task.id
+                )),
+                TaskStatus::Failed | TaskStatus::Cancelled => Err(format!(
+                    "the agent task {} ended {status}: {message}",
+                    task.id
+                )),
+                TaskStatus::Pending | TaskStatus::Running => continue,
+            };
         }
     }
 

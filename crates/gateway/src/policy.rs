@@ -10,7 +10,7 @@
 //! {
 //!   "profiles": {
 //!     "default": {
-//!       "intents": ["screenshot", "open_app", "browse", "edit_file", "run"],
+//!       "intents": ["screenshot", "open_app", "browse", "edit_file", "run", "task"],
 //!       "apps": ["firefox", "terminal"],
 //!       "browse": { "allow": ["example.com", "*.wikipedia.org"], "deny": ["*.internal"] },
 //!       "files": { "read": ["**"], "write": ["notes/**", "*.md"], "max_bytes": 1048576 },
@@ -72,51 +72,7 @@ impl Policy {
     /// profile `default` (screenshots, a few apps, a short list of sites,
     /// files in the workspace, a few harmless programs, everything approved
     /// by a person) and `admin` (the same, and may approve plans).
-    pub const DEFAULT_JSON: &'static str = r#"{
-  "profiles": {
-    "default": {
-      "intents": ["screenshot", "open_app", "browse", "edit_file", "run"],
-      "apps": ["firefox", "chromium", "terminal"],
-      "browse": {
-        "allow": ["example.com", "wikipedia.org", "*.wikipedia.org", "duckduckgo.com"],
-        "deny": []
-      },
-      "files": { "read": ["**"], "write": ["**"], "max_bytes": 10485760 },
-      "run": {
-        "programs": ["echo", "ls", "cat", "wc", "head", "tail", "grep", "python3"],
-        "timeout_s": 30,
-        "max_timeout_s": 300,
-        "memory_mb": 1024,
-        "max_output_bytes": 1048576,
-        "network": []
-      },
-      "auto_approve": [],
-      "rate_limit": { "per_minute": 600, "burst": 100 },
-      "approver": false
-    },
-    "admin": {
-      "intents": ["screenshot", "open_app", "browse", "edit_file", "run"],
-      "apps": ["firefox", "chromium", "terminal"],
-      "browse": {
-        "allow": ["example.com", "wikipedia.org", "*.wikipedia.org", "duckduckgo.com"],
-        "deny": []
-      },
-      "files": { "read": ["**"], "write": ["**"], "max_bytes": 10485760 },
-      "run": {
-        "programs": ["echo", "ls", "cat", "wc", "head", "tail", "grep", "python3"],
-        "timeout_s": 30,
-        "max_timeout_s": 300,
-        "memory_mb": 1024,
-        "max_output_bytes": 1048576,
-        "network": []
-      },
-      "auto_approve": [],
-      "rate_limit": { "per_minute": 600, "burst": 100 },
-      "approver": true
-    }
-  }
-}
-"#;
+    pub const DEFAULT_JSON: &'static str = include_str!("../../../config/policy.json");
 
     /// Parses and checks a policy; `source` names the text in errors
     /// (usually the file path).

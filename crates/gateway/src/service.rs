@@ -199,6 +199,8 @@ pub struct Gateway {
     /// Set when the server stops, so open event streams end and a graceful
     /// shutdown does not wait for them forever.
     stopping: watch::Sender<bool>,
+    /// The agent the `task` intent hands over to, when one runs in this process.
+    agent: std::sync::OnceLock<Arc<bytebot_agent::service::Agent>>,
 }
 
 /// Where the gateway keeps its files.
@@ -267,6 +269,7 @@ impl Gateway {
             metrics: Metrics::new(),
             public_url: std::sync::RwLock::new(public_url),
             running: Mutex::new(HashMap::new()),
+            agent: std::sync::OnceLock::new(),
             stopping: watch::channel(false).0,
         }))
     }
@@ -309,12 +312,24 @@ impl Gateway {
         })
     }
 
+    /// Lets the `task` intent hand over to `agent` (only the first call counts).
+    pub fn attach_agent(&self, agent: Arc<bytebot_agent::service::Agent>) {
+        let _ = self.agent.set(agent);
+    }
+
+    /// The agent, when one is attached and has a model to run tasks with.
+    pub fn agent(&self) -> Option<&Arc<bytebot_agent::service::Agent>> {
+        self.agent
+            .get()
+            .filter(|a| a.catalog.default_model.is_some())
+    }
+
     /// What this caller may do.
     pub fn capabilities(&self, caller: &Caller) -> Result<Capabilities, ApiError> {
         let profile = self.profile(caller)?;
         let mut intents = BTreeMap::new();
         for name in INTENTS {
-            if name == "task" || profile.check_intent(name).is_err() {
+            if (name == "task" && self.agent().is_none()) || profile.check_intent(name).is_err() {
                 continue;
             }
             if let Some((args, risk)) = intents::intent_schema(name) {
@@ -331,7 +346,7 @@ impl Gateway {
         let caps = profile
             .caps()
             .into_iter()
-            .filter(|c| *c != "agent")
+            .filter(|c| *c != "agent" || self.agent().is_some())
             .map(str::to_string)
             .collect();
         let run = profile.run_limits();
@@ -361,7 +376,7 @@ impl Gateway {
             desktop: &self.desktop,
             workspace: &self.workspace,
             browser_app: &self.config.browser_app,
-            agent_available: false,
+            agent_available: self.agent().is_some(),
         };
         let plan = match intents::plan(&ctx, &req.intent, &req.args).await {
             Ok(p) => p,

@@ -249,6 +249,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// The gateway this server serves.
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gw
+    }
+
     /// Binds `addr` and serves until [`Server::stop`].
     pub async fn start(gw: Arc<Gateway>, addr: SocketAddr) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;

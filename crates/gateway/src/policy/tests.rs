@@ -821,10 +821,11 @@ fn default_json_parses_and_denies_what_it_should() {
                 "browser",
                 "fs.read",
                 "fs.write",
-                "shell"
+                "shell",
+                "agent"
             ]
         );
-        assert!(p.check_intent("task").is_err());
+        assert!(p.check_intent("task").is_ok());
         assert!(p.check_app("chromium").is_ok());
         assert!(p.check_app("xterm").is_err());
         for ok in [
