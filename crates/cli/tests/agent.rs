@@ -1026,3 +1026,49 @@ max_long_edge = 1280
     assert_eq!(seen.len(), 1);
     assert!(seen[0].body.to_string().contains("write the weekly report"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_model_falls_back_to_the_next_in_the_chain() {
+    let Some(s) = Setup::start(
+        r#"fallback = ["second"]
+[[agent.models]]
+id = "second"
+provider = "local"
+name = "second-wire"
+max_long_edge = 1280"#,
+    )
+    .await
+    else {
+        return;
+    };
+    // The task's own model answers garbage, then overload; the fallback answers properly.
+    s.fake.push(Reply::raw(200, "{\"unexpected\": true"));
+    s.fake.push(tool_call(
+        "f1",
+        "set_task_status",
+        json!({"status": "completed", "message": "done by the fallback"}),
+    ));
+    let (_, t) = s.post("/tasks", json!({"description": "try twice"})).await;
+    let done = s.wait_done(t["id"].as_str().unwrap(), 30).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let seen = s.fake.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].body["model"], "fake-vision");
+    assert_eq!(seen[1].body["model"], "second-wire");
+    // The failure is on the task's stream, with its reason.
+    let events = read_events(&s, t["id"].as_str().unwrap(), None).await;
+    let err = events
+        .iter()
+        .find(|e| e["kind"] == "model_error")
+        .expect("a model_error event");
+    assert!(
+        err["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not JSON"),
+        "{err}"
+    );
+    // Usage is booked to the model that answered.
+    let by_model = &done["usage_by_model"];
+    assert_eq!(by_model[0]["model"], "second", "{by_model}");
+}
