@@ -198,6 +198,8 @@ impl Run<'_> {
                 .await?
             {
                 Ok(r) => r,
+                // Stopped while the model was thinking: the answer is dropped, not an error.
+                Err(_) if self.stopped() => return Ok(Outcome::Stopped("stopped")),
                 Err(e) => {
                     return self
                         .finish(TaskStatus::NeedsHelp, None, Some(e.to_string()))

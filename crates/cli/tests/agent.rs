@@ -247,11 +247,24 @@ max_long_edge = 1280
             .post("/tasks", json!({"description": "wait, then see"}))
             .await;
         assert_eq!(status, 201, "{task}");
+        let id = task["id"].as_str().unwrap().to_string();
+        // Until the agent has stored the model's answer, the wait has not started.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while self.fake.seen().is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        loop {
+            let msgs = self.get(&format!("/tasks/{id}/messages")).await;
+            let answered = msgs["messages"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["role"] == "assistant"));
+            if answered {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent never stored the answer"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        task["id"].as_str().unwrap().to_string()
+        id
     }
 
     /// Waits until the task leaves PENDING/RUNNING (at most `secs`); returns it.
@@ -490,7 +503,29 @@ async fn a_fake_model_drives_the_desktop_by_coordinates_by_text_and_types_unicod
             .spawn()
             .unwrap(),
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // A window is mapped before its client draws; on a loaded machine that takes a while.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found: Value = s
+            .http
+            .post(format!("{}/v1/find-text", s.desktop_url))
+            .bearer_auth(TOKEN)
+            .json(&json!({"text": "Proceed"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if found["matches"].as_array().is_some_and(|m| !m.is_empty()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "xmessage never became readable: {found}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // Opened last, so it has the keyboard focus for the typing.
     let Some(mut rec) = Recorder::open(&s.display, 100, 100, 500, 300) else {
         return;
