@@ -903,9 +903,18 @@ async fn cancel_stops_a_running_task_at_once() {
     let t = s.get(&format!("/tasks/{id}")).await;
     assert_eq!(t["status"], "CANCELLED", "{t}");
     assert_eq!(s.fake.seen().len(), 1, "no model call after cancel");
-    // A cancelled task cannot be cancelled again.
+    // A cancelled task cannot be cancelled again, nor resumed.
     let (st, _) = s.post(&format!("/tasks/{id}/cancel"), json!({})).await;
     assert_eq!(st, 409);
+    let (st, body) = s.post(&format!("/tasks/{id}/resume"), json!({})).await;
+    assert_eq!(st, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("CANCELLED"),
+        "{body}"
+    );
     // Deleting removes it.
     let r = s
         .http
