@@ -321,12 +321,19 @@ impl Agent {
         };
         let content =
             serde_json::to_value(vec![crate::model::Block::Text { text }]).unwrap_or(Value::Null);
-        if self.store.get_agent_task(task_id).await?.is_none() {
+        let Some(current) = self.store.get_agent_task(task_id).await? else {
             return Err(AgentStoreError::Store(
                 bytebot_store::StoreError::NotFound {
                     what: format!("agent task {task_id:?}"),
                 },
             ));
+        };
+        if current.status.is_terminal() {
+            return Err(AgentStoreError::WrongStatus {
+                id: task_id.to_string(),
+                actual: current.status,
+                expected: "PENDING, RUNNING, NEEDS_HELP or NEEDS_REVIEW".into(),
+            });
         }
         self.store
             .append_message(task_id, bytebot_store::Role::User, &content, None)
