@@ -407,6 +407,9 @@ async fn take_over(
 struct ResumeBody {
     #[serde(default)]
     message: Option<String>,
+    /// Approves the provider's safety checks the task stopped for.
+    #[serde(default)]
+    acknowledge_safety_checks: bool,
 }
 
 async fn resume(
@@ -420,11 +423,16 @@ async fn resume(
         serde_json::from_slice(&body).map_err(|e| {
             ApiError::invalid(
                 "body",
-                format!("{e}; expected {{\"message\"?: \"what changed\"}}"),
+                format!("{e}; expected {{\"message\"?: \"what changed\", \"acknowledge_safety_checks\"?: true}}"),
             )
         })?
     };
-    Ok(Json(s.agent.resume(&id, b.message).await?).into_response())
+    Ok(Json(
+        s.agent
+            .resume(&id, b.message, b.acknowledge_safety_checks)
+            .await?,
+    )
+    .into_response())
 }
 
 async fn cancel(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -115,7 +115,38 @@ impl Run<'_> {
             .map(|r| (r.covers_up_to, r.content));
         // Calls that were in flight when the agent stopped: not repeated, answered honestly.
         let open = context::unanswered(&history);
-        if history.is_empty() || open.is_empty() {
+        if open.iter().any(|c| !c.safety_checks.is_empty()) {
+            // The run stopped for a person's approval of a provider's safety check; they
+            // resumed the task, approving it or not.
+            let approved = self.safety_approved().await?;
+            let mut failed = false;
+            let mut finish = None;
+            for call in open {
+                let result = if failed {
+                    error_result(&call.id, NOT_EXECUTED)
+                } else if !call.safety_checks.is_empty() && !approved {
+                    failed = true;
+                    error_result(
+                        &call.id,
+                        &format!(
+                            "Not executed: a person did not approve the safety check ({}).",
+                            checks_text(&call)
+                        ),
+                    )
+                } else {
+                    let (r, done) = self.execute(&call, approved).await?;
+                    failed = r.is_error;
+                    finish = finish.or(done);
+                    r
+                };
+                let m = user(vec![Block::ToolResult(result)]);
+                ids.push(self.append(&m).await?);
+                history.push(m);
+            }
+            if let Some((status, message)) = finish {
+                return self.finish_with(status, message).await;
+            }
+        } else if history.is_empty() || open.is_empty() {
             // A new task starts with the screen in view (saving the model a screenshot turn);
             // a resumed one (after a hand-back, a crash or help) continues from the screen as
             // it is now, not as the history last showed it.
@@ -247,6 +278,11 @@ impl Run<'_> {
             let mut failed = false;
             let mut finish: Option<(FinalStatus, String)> = None;
             for call in calls {
+                if !call.safety_checks.is_empty() && !failed && !self.stopped() {
+                    // Never acknowledged by us: this and the later calls wait, unanswered,
+                    // until a person approves or refuses on resume.
+                    return self.ask_approval(&call).await;
+                }
                 let result = if self.stopped() {
                     error_result(
                         &call.id,
@@ -255,7 +291,7 @@ impl Run<'_> {
                 } else if failed {
                     error_result(&call.id, NOT_EXECUTED)
                 } else {
-                    let (result, done) = self.execute(&call).await?;
+                    let (result, done) = self.execute(&call, false).await?;
                     let kind = match &call.call {
                         Call::Computer { .. } => "computer",
                         Call::Function { name, .. } => name.as_str(),
@@ -293,15 +329,7 @@ impl Run<'_> {
                 return Ok(Outcome::Stopped("stopped"));
             }
             if let Some((status, message)) = finish {
-                let status = match status {
-                    FinalStatus::Completed => TaskStatus::Completed,
-                    FinalStatus::NeedsHelp => TaskStatus::NeedsHelp,
-                };
-                let (result, error) = match status {
-                    TaskStatus::Completed => (Some(json!({"message": message})), None),
-                    _ => (None, Some(message)),
-                };
-                return self.finish(status, result, error).await;
+                return self.finish_with(status, message).await;
             }
             if repeats + 1 >= self.agent.config.loop_limit {
                 return self
@@ -614,6 +642,7 @@ impl Run<'_> {
     async fn execute(
         &self,
         call: &ToolCall,
+        acknowledged: bool,
     ) -> Result<(ToolResult, Option<(FinalStatus, String)>), RunError> {
         let agent = self.agent;
         agent
@@ -623,27 +652,6 @@ impl Run<'_> {
                 json!({"id": call.id, "call": call.call}),
             )
             .await;
-        if !call.safety_checks.is_empty() {
-            // Never acknowledged by us: a person decides (resume with the checks acknowledged).
-            let text = call
-                .safety_checks
-                .iter()
-                .map(|c| format!("{} ({})", c.message, c.code))
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Ok((
-                error_result(
-                    &call.id,
-                    &format!(
-                        "Not executed: the provider raised safety checks a person must approve first: {text}"
-                    ),
-                ),
-                Some((
-                    FinalStatus::NeedsHelp,
-                    format!("safety check to approve: {text}"),
-                )),
-            ));
-        }
         match &call.call {
             Call::Computer { actions } => {
                 let mut zoom: Option<(i32, i32, u32, u32)> = None;
@@ -689,7 +697,11 @@ impl Run<'_> {
                         text: (!texts.is_empty()).then(|| texts.join("\n")),
                         image: Some(shot.image),
                         url: None,
-                        acknowledged_safety_checks: vec![],
+                        acknowledged_safety_checks: if acknowledged {
+                            call.safety_checks.clone()
+                        } else {
+                            Vec::new()
+                        },
                     },
                     None,
                 ))
@@ -820,6 +832,70 @@ impl Run<'_> {
         })
     }
 
+    /// Ends the task as the model asked with `set_task_status`.
+    async fn finish_with(&self, status: FinalStatus, message: String) -> Result<Outcome, RunError> {
+        match status {
+            FinalStatus::Completed => {
+                self.finish(
+                    TaskStatus::Completed,
+                    Some(json!({"message": message})),
+                    None,
+                )
+                .await
+            }
+            FinalStatus::NeedsHelp => {
+                self.finish(TaskStatus::NeedsHelp, None, Some(message))
+                    .await
+            }
+        }
+    }
+
+    /// Stops for a person to approve the provider's safety checks on `call`.
+    async fn ask_approval(&self, call: &ToolCall) -> Result<Outcome, RunError> {
+        self.agent
+            .publish(
+                &self.task_id,
+                "safety_check",
+                json!({"call_id": call.id, "call": call.call, "checks": call.safety_checks}),
+            )
+            .await;
+        self.finish(
+            TaskStatus::NeedsHelp,
+            None,
+            Some(format!(
+                "the model's provider asks a person to approve this action first: {}. Resume with {{\"acknowledge_safety_checks\": true}} to run it, or without to refuse it",
+                checks_text(call)
+            )),
+        )
+        .await
+    }
+
+    /// Whether a person approved the safety checks the task last stopped for: a
+    /// `safety_ack` event after the last `safety_check` event.
+    async fn safety_approved(&self) -> Result<bool, RunError> {
+        let mut after = 0;
+        let (mut asked, mut approved) = (0, 0);
+        loop {
+            let rows = self
+                .agent
+                .store
+                .task_events_after(Some(&self.task_id), after, 1000)
+                .await?;
+            let n = rows.len();
+            for r in rows {
+                after = r.id;
+                match r.kind.as_str() {
+                    "safety_check" => asked = r.id,
+                    "safety_ack" => approved = r.id,
+                    _ => {}
+                }
+            }
+            if n < 1000 {
+                return Ok(approved > asked);
+            }
+        }
+    }
+
     /// Writes the final status (fenced on our lease) and tells the stream and the webhook.
     async fn finish(
         &self,
@@ -840,6 +916,14 @@ fn user(content: Vec<Block>) -> ChatMessage {
         content,
         state: None,
     }
+}
+
+fn checks_text(call: &ToolCall) -> String {
+    call.safety_checks
+        .iter()
+        .map(|c| format!("{} [{}]", c.message, c.code))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn error_result(id: &str, text: &str) -> ToolResult {

@@ -313,6 +313,7 @@ impl Agent {
         &self,
         task_id: &str,
         note: Option<String>,
+        acknowledge_safety_checks: bool,
     ) -> Result<AgentTask, AgentStoreError> {
         // Always noted, so the model knows and the iteration allowance starts again.
         let text = match note {
@@ -338,6 +339,10 @@ impl Agent {
         self.store
             .append_message(task_id, bytebot_store::Role::User, &content, None)
             .await?;
+        if acknowledge_safety_checks {
+            self.publish(task_id, "safety_ack", json!({"by": "person"}))
+                .await;
+        }
         let mut task = self
             .store
             .set_task_control(task_id, Control::Assistant)

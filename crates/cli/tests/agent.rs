@@ -158,6 +158,7 @@ max_long_edge = 1280
 "#,
                 data = dir.path().display(),
                 base = fake.url(),
+                extra = extra.replace("{FAKE}", &fake.url()),
             ),
         )
         .unwrap();
@@ -1115,4 +1116,102 @@ max_long_edge = 1280"#,
     // Usage is booked to the model that answered.
     let by_model = &done["usage_by_model"];
     assert_eq!(by_model[0]["model"], "second", "{by_model}");
+}
+
+/// A Responses API answer as OpenAI's reference shows it.
+fn responses(id: &str, output: Value) -> Reply {
+    Reply::json(json!({
+        "id": id, "object": "response", "created_at": 1_741_446_088, "status": "completed",
+        "error": null, "incomplete_details": null, "model": "computer-use-preview-2025-03-11",
+        "output": output, "parallel_tool_calls": true, "previous_response_id": null,
+        "store": true, "truncation": "auto",
+        "usage": {"input_tokens": 1000, "input_tokens_details": {"cached_tokens": 0},
+                  "output_tokens": 20, "output_tokens_details": {"reasoning_tokens": 0},
+                  "total_tokens": 1020}
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_safety_check_waits_for_a_persons_approval() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("openai.key");
+    std::fs::write(&key, "sk-test-not-real").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let Some(s) = Setup::start(&format!(
+        r#"[agent.providers.oa]
+kind = "openai"
+base_url = "{{FAKE}}"
+api_key_file = "{}"
+[[agent.models]]
+id = "cua"
+provider = "oa"
+name = "computer-use-preview"
+max_long_edge = 1280"#,
+        key.display()
+    ))
+    .await
+    else {
+        return;
+    };
+    let (ix, iy) = s.image_point(300, 250).await;
+    s.fake.push(responses(
+        "resp_1",
+        json!([{
+            "type": "computer_call", "id": "cu_1", "call_id": "call_1",
+            "action": {"type": "click", "button": "left", "x": ix, "y": iy},
+            "pending_safety_checks": [{"id": "sc_1", "code": "malicious_instructions",
+                "message": "The page may contain instructions you did not give."}],
+            "status": "completed"
+        }]),
+    ));
+    let (st, t) = s
+        .post("/tasks", json!({"description": "click it", "model": "cua"}))
+        .await;
+    assert_eq!(st, 201, "{t}");
+    let id = t["id"].as_str().unwrap().to_string();
+    // The agent stops and asks; nothing is acknowledged on our own.
+    let waiting = s.wait_done(&id, 30).await;
+    assert_eq!(waiting["status"], "NEEDS_HELP", "{waiting}");
+    let err = waiting["error"].as_str().unwrap();
+    assert!(
+        err.contains("instructions you did not give") && err.contains("acknowledge_safety_checks"),
+        "{err}"
+    );
+    assert_eq!(s.fake.seen().len(), 1);
+    assert_eq!(
+        s.fake.seen()[0].header("authorization"),
+        Some("Bearer sk-test-not-real")
+    );
+
+    // A person approves: the click runs and the provider hears the acknowledgement.
+    s.fake.push(responses(
+        "resp_2",
+        json!([{
+            "type": "function_call", "id": "fc_1", "call_id": "call_2", "name": "set_task_status",
+            "arguments": "{\"status\":\"completed\",\"message\":\"clicked after approval\"}",
+            "status": "completed"
+        }]),
+    ));
+    let (st, t) = s
+        .post(
+            &format!("/tasks/{id}/resume"),
+            json!({"acknowledge_safety_checks": true}),
+        )
+        .await;
+    assert_eq!(st, 200, "{t}");
+    let done = s.wait_done(&id, 30).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let second = &s.fake.seen()[1].body;
+    let output = second["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "computer_call_output")
+        .expect("the click's result goes back");
+    assert_eq!(output["call_id"], "call_1");
+    assert_eq!(
+        output["acknowledged_safety_checks"][0]["id"], "sc_1",
+        "{output}"
+    );
 }
