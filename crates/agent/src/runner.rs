@@ -118,10 +118,26 @@ impl Run<'_> {
         if open.iter().any(|c| !c.safety_checks.is_empty()) {
             // The run stopped for a person's approval of a provider's safety check; they
             // resumed the task, approving it or not.
-            let approved = self.safety_approved().await?;
+            let mut approved = self.safety_approved().await?;
             let mut failed = false;
             let mut finish = None;
             for call in open {
+                let checked = !call.safety_checks.is_empty();
+                if checked && approved && !failed && finish.is_none() {
+                    // One approval covers the checks it was asked for, nothing later.
+                    approved = false;
+                    let (r, done) = self.execute(&call, true).await?;
+                    failed = r.is_error;
+                    finish = done;
+                    let m = user(vec![Block::ToolResult(r)]);
+                    ids.push(self.append(&m).await?);
+                    history.push(m);
+                    continue;
+                }
+                if checked && !failed && !self.safety_asked_for(&call).await? {
+                    // A later call with its own checks: ask again, it waits unanswered.
+                    return self.ask_approval(&call).await;
+                }
                 let result = if failed {
                     error_result(&call.id, NOT_EXECUTED)
                 } else if !call.safety_checks.is_empty() && !approved {
@@ -134,7 +150,7 @@ impl Run<'_> {
                         ),
                     )
                 } else {
-                    let (r, done) = self.execute(&call, approved).await?;
+                    let (r, done) = self.execute(&call, false).await?;
                     failed = r.is_error;
                     finish = finish.or(done);
                     r
@@ -868,6 +884,28 @@ impl Run<'_> {
             )),
         )
         .await
+    }
+
+    /// Whether the task already stopped to ask a person about `call`'s checks.
+    async fn safety_asked_for(&self, call: &ToolCall) -> Result<bool, RunError> {
+        let mut after = 0;
+        loop {
+            let rows = self
+                .agent
+                .store
+                .task_events_after(Some(&self.task_id), after, 1000)
+                .await?;
+            let n = rows.len();
+            for r in rows {
+                after = r.id;
+                if r.kind == "safety_check" && r.data["call_id"] == call.id.as_str() {
+                    return Ok(true);
+                }
+            }
+            if n < 1000 {
+                return Ok(false);
+            }
+        }
     }
 
     /// Whether a person approved the safety checks the task last stopped for: a

@@ -1214,4 +1214,45 @@ max_long_edge = 1280"#,
         output["acknowledged_safety_checks"][0]["id"], "sc_1",
         "{output}"
     );
+
+    // Refused: resuming without the acknowledgement tells the model, and nothing runs.
+    s.fake.push(responses(
+        "resp_3",
+        json!([{
+            "type": "computer_call", "id": "cu_3", "call_id": "call_3",
+            "action": {"type": "click", "button": "left", "x": ix, "y": iy},
+            "pending_safety_checks": [{"id": "sc_3", "code": "sensitive_domain",
+                "message": "This looks like a banking site."}],
+            "status": "completed"
+        }]),
+    ));
+    let (_, t) = s
+        .post(
+            "/tasks",
+            json!({"description": "click again", "model": "cua"}),
+        )
+        .await;
+    let id = t["id"].as_str().unwrap().to_string();
+    assert_eq!(s.wait_done(&id, 30).await["status"], "NEEDS_HELP");
+    s.fake.push(responses(
+        "resp_4",
+        json!([{
+            "type": "function_call", "id": "fc_4", "call_id": "call_4", "name": "set_task_status",
+            "arguments": "{\"status\":\"needs_help\",\"message\":\"not allowed\"}",
+            "status": "completed"
+        }]),
+    ));
+    let (st, _) = s.post(&format!("/tasks/{id}/resume"), json!({})).await;
+    assert_eq!(st, 200);
+    let done = s.wait_done(&id, 30).await;
+    assert_eq!(done["error"], "not allowed", "{done}");
+    let last = s.fake.last().body.to_string();
+    assert!(
+        last.contains("a person did not approve the safety check"),
+        "{last}"
+    );
+    assert!(
+        !last.contains("\"acknowledged_safety_checks\":[{"),
+        "{last}"
+    );
 }
