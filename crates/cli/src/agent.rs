@@ -31,28 +31,23 @@ impl AgentServer {
     }
 }
 
-/// Opens the store and blobs, checks the models, starts one worker per desktop and serves the
-/// task API on `listen`.
+/// Opens the store (or shares `store`, as `bytebot up` does with the gateway's) and blobs,
+/// checks the models, starts one worker per desktop and serves the task API on `listen`.
 pub async fn start(
     config: &Config,
     token: &str,
     listen: SocketAddr,
     desktop_url: &str,
+    store: Option<Store>,
 ) -> Result<AgentServer> {
     let catalog = config
         .agent
         .catalog()
         .map_err(|e| StartupConfigError(e.to_string()))?;
-    let url = config.store_url();
-    if let Some(path) = url.strip_prefix("sqlite:")
-        && let Some(dir) = std::path::Path::new(path).parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let store = Store::open(&url)
-        .await
-        .context("cannot open the store (store.url / --database)")?;
+    let store = match store {
+        Some(store) => store,
+        None => config.open_store().await?,
+    };
     let blob_target = config
         .agent
         .blobs

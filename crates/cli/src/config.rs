@@ -175,6 +175,21 @@ impl Config {
             .unwrap_or_else(|| format!("sqlite:{}", self.data_dir.join("bytebot.db").display()))
     }
 
+    /// Opens the store at [`Config::store_url`], creating a SQLite file's folder first.
+    pub async fn open_store(&self) -> Result<bytebot_store::Store> {
+        let url = self.store_url();
+        if let Some(path) = url.strip_prefix("sqlite:")
+            && let Some(dir) = Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        bytebot_store::Store::open(&url)
+            .await
+            .context("cannot open the store (store.url / --database)")
+    }
+
     /// The policy file: configured, or `<data_dir>/policy.json`.
     pub fn policy_path(&self) -> PathBuf {
         self.gateway

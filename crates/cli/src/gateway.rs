@@ -4,7 +4,6 @@ use crate::config::Config;
 use anyhow::{Context, Result, bail};
 use bytebot_gateway::policy::Policy;
 use bytebot_gateway::{Gateway, Paths, Server};
-use bytebot_store::Store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -55,16 +54,7 @@ pub async fn build(
     desktop_url: &str,
 ) -> Result<Arc<Gateway>> {
     let policy = load_policy(config)?;
-    let url = config.store_url();
-    if let Some(path) = url.strip_prefix("sqlite:")
-        && let Some(dir) = std::path::Path::new(path).parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let store = Store::open(&url)
-        .await
-        .with_context(|| "cannot open the store (store.url)")?;
+    let store = config.open_store().await?;
     let mut gw_config = config.gateway.clone();
     gw_config.listen = listen;
     gw_config.desktop_url = desktop_url.to_string();

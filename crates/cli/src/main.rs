@@ -244,7 +244,9 @@ fn run_desktop(mut config: Config, args: DesktopArgs, up: bool) -> Result<()> {
         let url = format!("http://{}", listener.local_addr().context("listener has no address")?);
         let (gateway, agent) = if up {
             let gw = gateway::start(&gw_config, &token.value, gw_config.gateway.listen, &url).await?;
-            let ag = agent::start(&gw_config, &token.value, gw_config.agent.listen, &url).await?;
+            // One store (one pool, one group writer) for both on the same file.
+            let store = gw.gateway().store.clone();
+            let ag = agent::start(&gw_config, &token.value, gw_config.agent.listen, &url, Some(store)).await?;
             // The gateway's `task` intent hands approved prompts to this agent.
             gw.gateway().attach_agent(std::sync::Arc::clone(&ag.agent));
             (Some(gw), Some(ag))
@@ -320,7 +322,14 @@ fn run_agent(mut config: Config, args: AgentArgs) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let server = agent::start(&config, &token.value, config.agent.listen, &desktop_url).await?;
+        let server = agent::start(
+            &config,
+            &token.value,
+            config.agent.listen,
+            &desktop_url,
+            None,
+        )
+        .await?;
         let url = format!("http://{}", server.addr);
         // Scripts and tests read this line to find the port.
         println!("agent listening on {url}");
