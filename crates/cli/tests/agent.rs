@@ -598,19 +598,6 @@ async fn a_fake_model_drives_the_desktop_by_coordinates_by_text_and_types_unicod
     // xmessage prints the pressed button and exits.
     let out = msg.0.wait_with_output_timeout();
     let c3 = tool_answer(&s.fake.seen()[3].body, "c3").cloned();
-    if std::env::var_os("DEBUG_SHOT").is_some() {
-        let png = s
-            .http
-            .get(format!("{}/v1/screenshot", s.desktop_url))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        std::fs::write("/tmp/agent-shot.png", &png).unwrap();
-    }
     assert!(
         out.contains("Proceed"),
         "xmessage said {out:?}; the agent said {c3:?}"
