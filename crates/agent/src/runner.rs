@@ -77,6 +77,15 @@ pub struct Run<'a> {
     pub shot_width: Option<u32>,
 }
 
+/// The task's safety-check history (see [`Run::safety_state`]).
+#[derive(Debug, Default)]
+struct SafetyState {
+    /// A person approved the last checks the task stopped for.
+    approved: bool,
+    /// Calls the task stopped to ask about.
+    asked: std::collections::HashSet<String>,
+}
+
 /// One screenshot, kept as a blob and as bytes for this step.
 struct Shot {
     image: Image,
@@ -118,7 +127,8 @@ impl Run<'_> {
         if open.iter().any(|c| !c.safety_checks.is_empty()) {
             // The run stopped for a person's approval of a provider's safety check; they
             // resumed the task, approving it or not.
-            let mut approved = self.safety_approved().await?;
+            let safety = self.safety_state().await?;
+            let mut approved = safety.approved;
             let mut failed = false;
             let mut finish = None;
             for call in open {
@@ -134,7 +144,7 @@ impl Run<'_> {
                     history.push(m);
                     continue;
                 }
-                if checked && !failed && !self.safety_asked_for(&call).await? {
+                if checked && !failed && !safety.asked.contains(&call.id) {
                     // A later call with its own checks: ask again, it waits unanswered.
                     return self.ask_approval(&call).await;
                 }
@@ -886,33 +896,13 @@ impl Run<'_> {
         .await
     }
 
-    /// Whether the task already stopped to ask a person about `call`'s checks.
-    async fn safety_asked_for(&self, call: &ToolCall) -> Result<bool, RunError> {
+    /// What the task's events say about safety checks, read in one pass: the calls it stopped
+    /// to ask about, and whether a person approved after the last question (a `safety_ack`
+    /// event after the last `safety_check` event).
+    async fn safety_state(&self) -> Result<SafetyState, RunError> {
+        let mut state = SafetyState::default();
+        let (mut asked_at, mut approved_at) = (0, 0);
         let mut after = 0;
-        loop {
-            let rows = self
-                .agent
-                .store
-                .task_events_after(Some(&self.task_id), after, 1000)
-                .await?;
-            let n = rows.len();
-            for r in rows {
-                after = r.id;
-                if r.kind == "safety_check" && r.data["call_id"] == call.id.as_str() {
-                    return Ok(true);
-                }
-            }
-            if n < 1000 {
-                return Ok(false);
-            }
-        }
-    }
-
-    /// Whether a person approved the safety checks the task last stopped for: a
-    /// `safety_ack` event after the last `safety_check` event.
-    async fn safety_approved(&self) -> Result<bool, RunError> {
-        let mut after = 0;
-        let (mut asked, mut approved) = (0, 0);
         loop {
             let rows = self
                 .agent
@@ -923,13 +913,19 @@ impl Run<'_> {
             for r in rows {
                 after = r.id;
                 match r.kind.as_str() {
-                    "safety_check" => asked = r.id,
-                    "safety_ack" => approved = r.id,
+                    "safety_check" => {
+                        asked_at = r.id;
+                        if let Some(id) = r.data["call_id"].as_str() {
+                            state.asked.insert(id.to_string());
+                        }
+                    }
+                    "safety_ack" => approved_at = r.id,
                     _ => {}
                 }
             }
             if n < 1000 {
-                return Ok(approved > asked);
+                state.approved = approved_at > asked_at;
+                return Ok(state);
             }
         }
     }
