@@ -19,12 +19,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bytebot_protocol::{Priority, TaskStatus};
+use bytebot_protocol::{Priority, TaskStatus, auth};
 use bytebot_store::{AgentStoreError, TaskListQuery};
 use futures_util::stream::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
 use crate::service::{Agent, TaskEvent, TaskRequest, parse_rfc3339_ms};
 
@@ -144,17 +143,17 @@ async fn require_token(State(state): State<ApiState>, req: Request, next: Next) 
     let bearer = h
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let cookie = h
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix("bytebot_token="));
-    let ok = bearer.or(cookie).is_some_and(|t| {
-        !state.token.is_empty() && bool::from(t.as_bytes().ct_eq(state.token.as_bytes()))
-    });
+        .and_then(auth::bearer);
+    let cookie = || {
+        auth::cookie_token(
+            h.get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        )
+    };
+    let ok = bearer
+        .or_else(cookie)
+        .is_some_and(|t| auth::token_matches(t, &state.token));
     if !ok {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,

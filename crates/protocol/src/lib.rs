@@ -5,6 +5,7 @@
 //! is a change to the wire.
 
 pub mod action;
+pub mod auth;
 pub mod error;
 pub mod event;
 pub mod result;

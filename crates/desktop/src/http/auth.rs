@@ -6,8 +6,8 @@ use super::error::ApiError;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use bytebot_protocol::auth;
 use std::net::SocketAddr;
-use subtle::ConstantTimeEq;
 
 /// Middleware: lets the request through only with the right token.
 pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -16,7 +16,7 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         .get::<ConnectInfo<SocketAddr>>()
         .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
     let allowed = (loopback && state.config.allow_loopback_without_token)
-        || presented_token(&req).is_some_and(|t| token_matches(t, &state.token));
+        || presented_token(&req).is_some_and(|t| auth::token_matches(t, &state.token));
     if !allowed {
         state.metrics.request(401);
         return ApiError::unauthorized().into_response();
@@ -26,22 +26,14 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     response
 }
 
-/// Compares in constant time, so response timing leaks nothing of the token.
-pub fn token_matches(presented: &str, expected: &str) -> bool {
-    !expected.is_empty() && bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
-}
-
 fn presented_token(req: &Request) -> Option<&str> {
     let headers = req.headers();
     if let Some(bearer) = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(auth::bearer)
     {
-        return Some(bearer.trim());
+        return Some(bearer);
     }
     if let Some(t) = req
         .uri()
@@ -50,23 +42,10 @@ fn presented_token(req: &Request) -> Option<&str> {
     {
         return Some(t);
     }
-    headers
-        .get_all(axum::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix("bytebot_token="))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::token_matches;
-
-    #[test]
-    fn tokens_must_match_exactly() {
-        assert!(token_matches("abc", "abc"));
-        assert!(!token_matches("abd", "abc"));
-        assert!(!token_matches("ab", "abc"));
-        assert!(!token_matches("", ""));
-    }
+    auth::cookie_token(
+        headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    )
 }

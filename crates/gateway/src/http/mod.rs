@@ -113,12 +113,9 @@ pub async fn identify(
             .await;
     }
     if let Some(auth) = text("authorization") {
-        let token = auth
-            .strip_prefix("Bearer ")
-            .or_else(|| auth.strip_prefix("bearer "))
-            .ok_or_else(|| {
-                AuthError::BadHeader("Authorization must be \"Bearer <token>\"".into())
-            })?;
+        let token = bytebot_protocol::auth::bearer(auth).ok_or_else(|| {
+            AuthError::BadHeader("Authorization must be \"Bearer <token>\"".into())
+        })?;
         return Ok((
             gw.auth.bearer(token.trim(), AuthMethod::Bearer)?,
             NonceReceipt::default(),
@@ -137,11 +134,11 @@ pub async fn identify(
 }
 
 fn cookie_token(h: &HeaderMap) -> Option<&str> {
-    h.get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix("bytebot_token="))
+    bytebot_protocol::auth::cookie_token(
+        h.get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    )
 }
 
 /// Browsers send `Origin` on cross-site POSTs; it must name this host.
