@@ -143,6 +143,21 @@ impl DesktopClient {
         })
     }
 
+    /// [`Self::call`] and the answer's JSON body.
+    async fn call_json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        json_body: Option<&Value>,
+        what: &str,
+    ) -> Result<T, DesktopError> {
+        self.call(method, path, None, json_body, what)
+            .await?
+            .json()
+            .await
+            .map_err(|source| self.unreachable(source))
+    }
+
     /// Whether the desktop answers `/ready`.
     pub async fn ready(&self) -> bool {
         self.call(Method::GET, "/ready", None, None, "ready")
@@ -222,44 +237,24 @@ impl DesktopClient {
             width: u32,
             height: u32,
         }
-        let resp = self
-            .call(Method::GET, "/v1/screen", None, None, "the screen size")
+        let s: Screen = self
+            .call_json(Method::GET, "/v1/screen", None, "the screen size")
             .await?;
-        let s: Screen = resp
-            .json()
-            .await
-            .map_err(|source| self.unreachable(source))?;
         Ok((s.width, s.height))
     }
 
     /// Runs actions in order; the desktop stops at the first failure and says which.
     pub async fn actions(&self, actions: &[Action]) -> Result<BatchResult, DesktopError> {
         let body = json!({ "actions": actions });
-        let resp = self
-            .call(
-                Method::POST,
-                "/v1/actions",
-                None,
-                Some(&body),
-                "running actions",
-            )
-            .await?;
-        resp.json().await.map_err(|source| self.unreachable(source))
+        self.call_json(Method::POST, "/v1/actions", Some(&body), "running actions")
+            .await
     }
 
     /// OCR: where `text` is on the screen (`{"matches": [...], ...}` as the desktop answers).
     pub async fn find_text(&self, text: &str) -> Result<Value, DesktopError> {
         let body = json!({ "text": text });
-        let resp = self
-            .call(
-                Method::POST,
-                "/v1/find-text",
-                None,
-                Some(&body),
-                "finding text",
-            )
-            .await?;
-        resp.json().await.map_err(|source| self.unreachable(source))
+        self.call_json(Method::POST, "/v1/find-text", Some(&body), "finding text")
+            .await
     }
 
     /// OCR: clicks the `index`th match of `text` (a 404 `Refused` when it is not on screen).
@@ -271,16 +266,8 @@ impl DesktopClient {
         index: usize,
     ) -> Result<Value, DesktopError> {
         let body = json!({ "text": text, "button": button, "clickCount": clicks, "index": index });
-        let resp = self
-            .call(
-                Method::POST,
-                "/v1/click-text",
-                None,
-                Some(&body),
-                "clicking text",
-            )
-            .await?;
-        resp.json().await.map_err(|source| self.unreachable(source))
+        self.call_json(Method::POST, "/v1/click-text", Some(&body), "clicking text")
+            .await
     }
 
     /// The windows on screen.
@@ -289,13 +276,9 @@ impl DesktopClient {
         struct List {
             windows: Vec<Window>,
         }
-        let resp = self
-            .call(Method::GET, "/v1/windows", None, None, "the window list")
+        let list: List = self
+            .call_json(Method::GET, "/v1/windows", None, "the window list")
             .await?;
-        let list: List = resp
-            .json()
-            .await
-            .map_err(|source| self.unreachable(source))?;
         Ok(list.windows)
     }
 
