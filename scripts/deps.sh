@@ -29,4 +29,4 @@ ensure_rust() {
 }
 
 # What the desktop daemon needs at run time.
-RUNTIME_PACKAGES=(xvfb xauth xfonts-base openbox x11vnc novnc tesseract-ocr tesseract-ocr-eng ca-certificates)
+RUNTIME_PACKAGES=(xvfb xauth xfonts-base openbox x11vnc novnc tesseract-ocr tesseract-ocr-eng ca-certificates bubblewrap)
