@@ -77,15 +77,6 @@ pub struct Run<'a> {
     pub shot_width: Option<u32>,
 }
 
-/// The task's safety-check history (see [`Run::safety_state`]).
-#[derive(Debug, Default)]
-struct SafetyState {
-    /// A person approved the last checks the task stopped for.
-    approved: bool,
-    /// Calls the task stopped to ask about.
-    asked: std::collections::HashSet<String>,
-}
-
 /// One screenshot, kept as a blob and as bytes for this step.
 struct Shot {
     image: Image,
@@ -127,7 +118,7 @@ impl Run<'_> {
         if open.iter().any(|c| !c.safety_checks.is_empty()) {
             // The run stopped for a person's approval of a provider's safety check; they
             // resumed the task, approving it or not.
-            let safety = self.safety_state().await?;
+            let safety = self.agent.safety_state(&self.task_id).await?;
             let mut approved = safety.approved;
             let mut failed = false;
             let mut finish = None;
@@ -894,40 +885,6 @@ impl Run<'_> {
             )),
         )
         .await
-    }
-
-    /// What the task's events say about safety checks, read in one pass: the calls it stopped
-    /// to ask about, and whether a person approved after the last question (a `safety_ack`
-    /// event after the last `safety_check` event).
-    async fn safety_state(&self) -> Result<SafetyState, RunError> {
-        let mut state = SafetyState::default();
-        let (mut asked_at, mut approved_at) = (0, 0);
-        let mut after = 0;
-        loop {
-            let rows = self
-                .agent
-                .store
-                .task_events_after(Some(&self.task_id), after, 1000)
-                .await?;
-            let n = rows.len();
-            for r in rows {
-                after = r.id;
-                match r.kind.as_str() {
-                    "safety_check" => {
-                        asked_at = r.id;
-                        if let Some(id) = r.data["call_id"].as_str() {
-                            state.asked.insert(id.to_string());
-                        }
-                    }
-                    "safety_ack" => approved_at = r.id,
-                    _ => {}
-                }
-            }
-            if n < 1000 {
-                state.approved = approved_at > asked_at;
-                return Ok(state);
-            }
-        }
     }
 
     /// Writes the final status (fenced on our lease) and tells the stream and the webhook.

@@ -366,6 +366,57 @@ impl Agent {
         self.queued.notify_waiters();
         Ok(task)
     }
+
+    /// What the task's events say about safety checks, read in one pass: the calls it stopped
+    /// to ask about, whether a person approved after the last question (a `safety_ack` event
+    /// after the last `safety_check` event), and the question still waiting for an answer.
+    pub async fn safety_state(&self, task_id: &str) -> Result<SafetyState, AgentStoreError> {
+        const PAGE: u32 = 1000;
+        let mut state = SafetyState::default();
+        let (mut asked_at, mut approved_at, mut resumed_at, mut after) = (0, 0, 0, 0);
+        loop {
+            let rows = self
+                .store
+                .task_events_after(Some(task_id), after, PAGE)
+                .await?;
+            let n = rows.len();
+            for r in rows {
+                after = r.id;
+                match r.kind.as_str() {
+                    "safety_check" => {
+                        asked_at = r.id;
+                        if let Some(id) = r.data["call_id"].as_str() {
+                            state.asked.insert(id.to_string());
+                        }
+                        state.pending = Some(r.data);
+                    }
+                    "safety_ack" => approved_at = r.id,
+                    // Resume and take-over both answer whatever was asked before them.
+                    "control" => resumed_at = r.id,
+                    _ => {}
+                }
+            }
+            if n < PAGE as usize {
+                state.approved = approved_at > asked_at;
+                if resumed_at > asked_at {
+                    state.pending = None;
+                }
+                return Ok(state);
+            }
+        }
+    }
+}
+
+/// A task's safety-check history, read from its events (see [`Agent::safety_state`]).
+#[derive(Debug, Default)]
+pub struct SafetyState {
+    /// A person approved the last checks the task stopped for.
+    pub approved: bool,
+    /// Calls the task stopped to ask about.
+    pub asked: std::collections::HashSet<String>,
+    /// The question no one has answered yet (no resume or take-over since): the
+    /// `safety_check` event's data (`call_id`, `call`, `checks`).
+    pub pending: Option<Value>,
 }
 
 /// `2026-11-24T09:00:00Z` (or with an offset) → unix ms.

@@ -1243,3 +1243,246 @@ max_long_edge = 1280"#,
         "{last}"
     );
 }
+
+/// A key besides the main token, with the `default` profile.
+const OTHER_TOKEN: &str = "other-key-token-0123456789";
+/// sha256 of [`OTHER_TOKEN`], as the config stores it.
+const OTHER_TOKEN_SHA256: &str = "bb4b89a73a910a125b7d7d4790caa8da1b1824c732060eb3f954257b1d5a469c";
+
+/// A JSON request to the gateway; gives the status and the body.
+async fn gateway_call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = http.request(method, url).bearer_auth(token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_flagged_step_comes_back_through_the_gateway_as_a_plan_to_approve() {
+    use reqwest::Method;
+    use std::os::unix::fs::PermissionsExt as _;
+    if !have("Xvfb") {
+        eprintln!("skipping: Xvfb is not available (apt-get install xvfb)");
+        return;
+    }
+    let fake = FakeProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("openai.key");
+    std::fs::write(&key, "sk-test-not-real").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir.path().join("bytebot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{data}"
+[desktop]
+listen = "127.0.0.1:0"
+vnc = false
+[gateway]
+listen = "127.0.0.1:0"
+[[gateway.keys]]
+id = "other"
+profile = "default"
+token_sha256 = "{OTHER_TOKEN_SHA256}"
+[agent]
+listen = "127.0.0.1:0"
+[agent.providers.oa]
+kind = "openai"
+base_url = "{base}"
+api_key_file = "{key}"
+[[agent.models]]
+id = "cua"
+provider = "oa"
+name = "computer-use-preview"
+max_long_edge = 1280
+"#,
+            data = dir.path().display(),
+            base = fake.url(),
+            key = key.display(),
+        ),
+    )
+    .unwrap();
+    let (_up, gateway) = start(&["up", "--own-display"], &config, "gateway       ");
+    let flagged = |n: u32| {
+        responses(
+            &format!("resp_{n}"),
+            json!([{
+                "type": "computer_call", "id": format!("cu_{n}"), "call_id": format!("call_{n}"),
+                "action": {"type": "click", "button": "left", "x": 5, "y": 5},
+                "pending_safety_checks": [{"id": format!("sc_{n}"), "code": "malicious_instructions",
+                    "message": "The page may contain instructions you did not give."}],
+                "status": "completed"
+            }]),
+        )
+    };
+    let http = reqwest::Client::new();
+    let call = |method: Method, path: &str, token: &'static str, body: Option<Value>| {
+        gateway_call(&http, method, format!("{gateway}{path}"), token, body)
+    };
+    // Plans and executes a `task`; gives the execute answer.
+    let run_task = async |prompt: &str| {
+        let (st, plan) = call(
+            Method::POST,
+            "/plan",
+            TOKEN,
+            Some(json!({"intent": "task", "args": {"prompt": prompt, "model": "cua"}})),
+        )
+        .await;
+        assert_eq!(st, 200, "{plan}");
+        let (st, done) = call(
+            Method::POST,
+            "/execute",
+            TOKEN,
+            Some(json!({"task_id": plan["task_id"], "confirm_token": plan["confirm_token"]})),
+        )
+        .await;
+        assert_eq!(st, 200, "{done}");
+        (plan["task_id"].as_str().unwrap().to_string(), done)
+    };
+
+    let (_, caps) = call(Method::GET, "/capabilities", TOKEN, None).await;
+    assert!(caps["intents"]["agent_step"].is_object(), "{caps}");
+
+    // The provider flags the agent's first click: the run stops and hands back a plan.
+    fake.push(flagged(1));
+    let (first_id, done) = run_task("tidy the desktop").await;
+    assert_eq!(done["status"], "needs_approval", "{done}");
+    let next = &done["next_plan"];
+    assert_eq!(next["est_risk"], "high", "{next}");
+    let token = next["confirm_token"]
+        .as_str()
+        .expect("the live answer carries the token");
+    let step = &next["plan"][0];
+    assert_eq!(step["action"]["op"], "agent_step", "{step}");
+    assert!(
+        step["summary"]
+            .as_str()
+            .unwrap()
+            .contains("instructions you did not give"),
+        "{step}"
+    );
+    let agent_task = step["action"]["agent_task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let call_id = step["action"]["call_id"].as_str().unwrap().to_string();
+    assert_eq!(call_id, "call_1");
+    assert_eq!(fake.seen().len(), 1, "the flagged click was not run");
+    // The token is not kept anywhere but in that answer.
+    let (_, view) = call(Method::GET, &format!("/tasks/{first_id}"), TOKEN, None).await;
+    assert_eq!(view["state"], "needs_approval", "{view}");
+    assert_eq!(view["next_plan"]["task_id"], next["task_id"], "{view}");
+    assert!(!view.to_string().contains(token), "{view}");
+
+    // Another key may neither plan nor execute the approval of this key's agent task.
+    let step_args = json!({"agent_task_id": agent_task, "call_id": call_id});
+    let (st, refused) = call(
+        Method::POST,
+        "/plan",
+        OTHER_TOKEN,
+        Some(json!({"intent": "agent_step", "args": step_args})),
+    )
+    .await;
+    assert_eq!(st, 422, "{refused}");
+    assert_eq!(refused["error"]["field"], "args.agent_task_id", "{refused}");
+    let (st, refused) = call(
+        Method::POST,
+        "/execute",
+        OTHER_TOKEN,
+        Some(json!({"task_id": next["task_id"], "confirm_token": token})),
+    )
+    .await;
+    assert_eq!(st, 403, "{refused}");
+    // A plan for a call the agent is not waiting on is refused with the field.
+    let (st, refused) = call(
+        Method::POST,
+        "/plan",
+        TOKEN,
+        Some(json!({"intent": "agent_step", "args": {"agent_task_id": agent_task, "call_id": "call_9"}})),
+    )
+    .await;
+    assert_eq!(st, 422, "{refused}");
+    assert_eq!(refused["error"]["field"], "args.call_id", "{refused}");
+
+    // Approved: the click runs, the provider hears the acknowledgement, the agent finishes.
+    fake.push(responses(
+        "resp_2",
+        json!([{
+            "type": "function_call", "id": "fc_2", "call_id": "call_2", "name": "set_task_status",
+            "arguments": "{\"status\":\"completed\",\"message\":\"tidied after approval\"}",
+            "status": "completed"
+        }]),
+    ));
+    let (st, done) = call(
+        Method::POST,
+        "/execute",
+        TOKEN,
+        Some(json!({"task_id": next["task_id"], "confirm_token": token})),
+    )
+    .await;
+    assert_eq!(st, 200, "{done}");
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(done.to_string().contains("tidied after approval"), "{done}");
+    let second = &fake.seen()[1].body;
+    let output = second["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "computer_call_output")
+        .expect("the click's result goes back");
+    assert_eq!(output["call_id"], "call_1");
+    assert_eq!(
+        output["acknowledged_safety_checks"][0]["id"], "sc_1",
+        "{output}"
+    );
+    // The approval works once.
+    let (st, again) = call(
+        Method::POST,
+        "/execute",
+        TOKEN,
+        Some(json!({"task_id": next["task_id"], "confirm_token": token})),
+    )
+    .await;
+    assert_eq!(st, 409, "{again}");
+
+    // Refused: cancelling the follow-up cancels the agent task, and nothing of it runs.
+    fake.push(flagged(3));
+    let (_, done) = run_task("tidy it again").await;
+    assert_eq!(done["status"], "needs_approval", "{done}");
+    let next = &done["next_plan"];
+    let agent_task = next["plan"][0]["action"]["agent_task_id"].clone();
+    let (st, cancelled) = call(
+        Method::POST,
+        &format!("/tasks/{}/cancel", next["task_id"].as_str().unwrap()),
+        TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{cancelled}");
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    let (st, refused) = call(
+        Method::POST,
+        "/plan",
+        TOKEN,
+        Some(json!({"intent": "agent_step", "args": {"agent_task_id": agent_task, "call_id": "call_3"}})),
+    )
+    .await;
+    assert_eq!(st, 422, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("CANCELLED"),
+        "{refused}"
+    );
+    assert_eq!(fake.seen().len(), 3, "no model call after the refusal");
+}

@@ -3,11 +3,13 @@
 //! request.
 
 use crate::artifacts::ArtifactRef;
+use crate::auth::Caller;
 use crate::events::kind;
 use crate::intents::Action;
 use crate::intents::run::{self, RunSpec, Stream};
 use crate::plan::Plan;
-use crate::service::{Gateway, Observation};
+use crate::service::{Gateway, NextPlan, Observation, PlanRequest};
+use bytebot_protocol::TaskStatus;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -19,12 +21,14 @@ const QUOTE_BYTES: usize = 16 * 1024;
 
 /// How a run ended.
 pub struct Outcome {
-    /// `succeeded`, `failed` or `cancelled`.
+    /// `succeeded`, `failed`, `cancelled`, or `needs_approval` (see `next_plan`).
     pub status: &'static str,
     /// One per step that ran.
     pub observations: Vec<Observation>,
     /// Artifacts produced.
     pub artifacts: Vec<ArtifactRef>,
+    /// The plan the run stopped for: an agent's risky step, to approve like any plan.
+    pub next_plan: Option<NextPlan>,
 }
 
 /// Runs one task's plan.
@@ -35,6 +39,8 @@ pub struct Executor<'a> {
     pub task_id: &'a str,
     /// Its key.
     pub key_id: &'a str,
+    /// Who executes it (follow-up plans are made for the same caller and profile).
+    pub caller: &'a Caller,
     /// Set to true when the task is cancelled.
     pub cancel: watch::Receiver<bool>,
 }
@@ -42,6 +48,18 @@ pub struct Executor<'a> {
 struct StepResult {
     text: String,
     data: Value,
+    /// Set when the step stopped for a person's approval of a follow-up plan.
+    next: Option<NextPlan>,
+}
+
+impl StepResult {
+    fn done(text: impl Into<String>, data: Value) -> StepResult {
+        StepResult {
+            text: text.into(),
+            data,
+            next: None,
+        }
+    }
 }
 
 impl Executor<'_> {
@@ -61,6 +79,7 @@ impl Executor<'_> {
         let mut observations = Vec::new();
         let mut artifacts = Vec::new();
         let mut status = "succeeded";
+        let mut next_plan = None;
         for (i, step) in plan.steps.iter().enumerate() {
             if *self.cancel.borrow() {
                 status = "cancelled";
@@ -83,15 +102,18 @@ impl Executor<'_> {
                 Err(e) => Err(format!("the stored step is not a known action: {e}")),
             };
             let (ok, obs) = match result {
-                Ok(r) => (
-                    true,
-                    Observation {
-                        step: i,
-                        ok: true,
-                        text: r.text,
-                        data: r.data,
-                    },
-                ),
+                Ok(r) => {
+                    next_plan = r.next;
+                    (
+                        true,
+                        Observation {
+                            step: i,
+                            ok: true,
+                            text: r.text,
+                            data: r.data,
+                        },
+                    )
+                }
                 Err(message) => (
                     false,
                     Observation {
@@ -108,6 +130,11 @@ impl Executor<'_> {
             )
             .await;
             observations.push(obs);
+            if next_plan.is_some() {
+                // The rest waits for the person: the follow-up plan continues from here.
+                status = "needs_approval";
+                break;
+            }
             if !ok {
                 status = if *self.cancel.borrow() {
                     "cancelled"
@@ -128,6 +155,7 @@ impl Executor<'_> {
             status,
             observations,
             artifacts,
+            next_plan,
         }
     }
 
@@ -163,10 +191,10 @@ impl Executor<'_> {
             Action::FocusWindow { title } => {
                 let w = find_window(self.gw, title).await?;
                 desktop.focus(w.id).await.map_err(|e| e.to_string())?;
-                Ok(StepResult {
-                    text: format!("focused the window \"{}\"", w.title),
-                    data: json!({"window_id": w.id, "title": w.title}),
-                })
+                Ok(StepResult::done(
+                    format!("focused the window \"{}\"", w.title),
+                    json!({"window_id": w.id, "title": w.title}),
+                ))
             }
             Action::Screenshot { format, window } => {
                 let region = match window {
@@ -184,27 +212,24 @@ impl Executor<'_> {
                 let a = self
                     .artifact(artifacts, "screenshot", &media, bytes)
                     .await?;
-                Ok(StepResult {
-                    text: format!("took a screenshot ({} bytes): {}", a.bytes, a.url),
-                    data: json!({"artifact_id": a.id}),
-                })
+                Ok(StepResult::done(
+                    format!("took a screenshot ({} bytes): {}", a.bytes, a.url),
+                    json!({"artifact_id": a.id}),
+                ))
             }
             Action::OpenApp { app, args } => {
                 desktop
                     .open_app(app, args)
                     .await
                     .map_err(|e| e.to_string())?;
-                Ok(StepResult {
-                    text: format!("opened {app}"),
-                    data: json!({"app": app}),
-                })
+                Ok(StepResult::done(
+                    format!("opened {app}"),
+                    json!({"app": app}),
+                ))
             }
             Action::Settle => {
                 desktop.settle().await.map_err(|e| e.to_string())?;
-                Ok(StepResult {
-                    text: "the screen settled".into(),
-                    data: Value::Null,
-                })
+                Ok(StepResult::done("the screen settled", Value::Null))
             }
             Action::WriteFile {
                 path,
@@ -224,10 +249,10 @@ impl Executor<'_> {
                     .write_file(path, content.clone().into_bytes())
                     .await
                     .map_err(|e| e.to_string())?;
-                Ok(StepResult {
-                    text: format!("wrote {len} bytes to {path}"),
-                    data: json!({"path": path, "bytes": len}),
-                })
+                Ok(StepResult::done(
+                    format!("wrote {len} bytes to {path}"),
+                    json!({"path": path, "bytes": len}),
+                ))
             }
             Action::Run {
                 argv,
@@ -250,24 +275,24 @@ impl Executor<'_> {
                 self.run_program(index, &spec, artifacts).await
             }
             Action::Agent { prompt, model } => self.hand_to_agent(index, prompt, model).await,
+            Action::AgentStep {
+                agent_task_id,
+                call_id,
+                ..
+            } => self.approve_agent_step(index, agent_task_id, call_id).await,
         }
     }
 
-    /// Queues the approved prompt as an agent task and follows it to its end, relaying its
-    /// steps as `step.output` events. A task that stops for a person (NEEDS_HELP) ends the
-    /// step with the agent's reason and task id, so the caller can look and resume it there.
+    /// Queues the approved prompt as an agent task and follows it (see [`Self::follow_agent`]).
     async fn hand_to_agent(
         &self,
         index: usize,
         prompt: &str,
         model: &Option<String>,
     ) -> Result<StepResult, String> {
-        use bytebot_protocol::TaskStatus;
-        let Some(agent) = self.gw.agent() else {
-            return Err("the agent is not available in this gateway; nothing was run".into());
-        };
+        let agent = self.agent()?;
         // Subscribe first so no event of the new task is missed.
-        let mut events = agent.events.subscribe();
+        let events = agent.events.subscribe();
         let task = agent
             .create(bytebot_agent::service::TaskRequest {
                 description: prompt.to_string(),
@@ -278,6 +303,65 @@ impl Executor<'_> {
                 parent_id: None,
             })
             .await?;
+        self.follow_agent(index, &task.id, events).await
+    }
+
+    /// Lets a waiting agent task run the step a person just approved (the plan's exact call),
+    /// then follows it on.
+    async fn approve_agent_step(
+        &self,
+        index: usize,
+        task_id: &str,
+        call_id: &str,
+    ) -> Result<StepResult, String> {
+        let agent = self.agent()?;
+        // The approval is for one question: if the task moved on (cancelled, resumed by a
+        // person, asking about another call), running it now would approve something else.
+        let pending = agent
+            .safety_state(task_id)
+            .await
+            .map_err(|e| format!("cannot read agent task {task_id}: {e}"))?
+            .pending;
+        let still_waiting = pending
+            .as_ref()
+            .is_some_and(|q| q["call_id"].as_str() == Some(call_id));
+        if !still_waiting {
+            return Err(format!(
+                "agent task {task_id} is no longer waiting for approval of call {call_id}; nothing was run"
+            ));
+        }
+        let events = agent.events.subscribe();
+        agent
+            .resume(
+                task_id,
+                Some(format!(
+                    "A person approved this step through the gateway (key {}).",
+                    self.key_id
+                )),
+                true,
+            )
+            .await
+            .map_err(|e| format!("cannot resume agent task {task_id}: {e}"))?;
+        self.follow_agent(index, task_id, events).await
+    }
+
+    fn agent(&self) -> Result<&bytebot_agent::service::Agent, String> {
+        self.gw.agent().map(|a| a.as_ref()).ok_or_else(|| {
+            "the agent is not available in this gateway; nothing was run".to_string()
+        })
+    }
+
+    /// Follows an agent task to its end, relaying its steps as `step.output` events. A task
+    /// that stops before a step its model's provider flagged comes back as a follow-up
+    /// `agent_step` plan for this caller to approve; one that stops for any other reason ends
+    /// the step with the agent's reason and task id.
+    async fn follow_agent(
+        &self,
+        index: usize,
+        task_id: &str,
+        mut events: tokio::sync::broadcast::Receiver<bytebot_agent::service::TaskEvent>,
+    ) -> Result<StepResult, String> {
+        let agent = self.agent()?;
         let mut cancel = self.cancel.clone();
         loop {
             // The watch guard must not live across an await, so the cancel arm yields only a
@@ -287,14 +371,11 @@ impl Executor<'_> {
                 () = async { let _ = cancel.wait_for(|c| *c).await; } => None,
             };
             let Some(event) = event else {
-                let _ = agent.cancel(&task.id).await;
-                return Err(format!(
-                    "cancelled; agent task {} was cancelled too",
-                    task.id
-                ));
+                let _ = agent.cancel(task_id).await;
+                return Err(format!("cancelled; agent task {task_id} was cancelled too"));
             };
             let e = match event {
-                Ok(e) if e.task_id == task.id => e,
+                Ok(e) if e.task_id == task_id => e,
                 Ok(_) => continue,
                 // Missed some relayed events; the final state is read from the store below.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
@@ -304,7 +385,7 @@ impl Executor<'_> {
             };
             self.publish(
                 kind::STEP_OUTPUT,
-                json!({"step": index, "agent_task_id": task.id, "agent_event": e.kind, "data": e.data}),
+                json!({"step": index, "agent_task_id": task_id, "agent_event": e.kind, "data": e.data}),
             )
             .await;
             if e.kind != "status" {
@@ -319,23 +400,64 @@ impl Executor<'_> {
                 .or_else(|| e.data["error"].as_str())
                 .unwrap_or_default()
                 .to_string();
-            let data = json!({"agent_task_id": task.id, "status": status, "message": message});
+            let data = json!({"agent_task_id": task_id, "status": status, "message": message});
             return match status {
-                TaskStatus::Completed | TaskStatus::NeedsReview => Ok(StepResult {
-                    text: format!("the agent finished ({status}): {message}"),
+                TaskStatus::Completed | TaskStatus::NeedsReview => Ok(StepResult::done(
+                    format!("the agent finished ({status}): {message}"),
                     data,
-                }),
-                TaskStatus::NeedsHelp => Err(format!(
-                    "the agent needs a person (task {}): {message}; resume it at the agent's /tasks/{}/resume",
-                    task.id, task.id
                 )),
+                TaskStatus::NeedsHelp => self.needs_help(index, task_id, &message).await,
                 TaskStatus::Failed | TaskStatus::Cancelled => Err(format!(
-                    "the agent task {} ended {status}: {message}",
-                    task.id
+                    "the agent task {task_id} ended {status}: {message}"
                 )),
                 TaskStatus::Pending | TaskStatus::Running => continue,
             };
         }
+    }
+
+    /// An agent task stopped for a person: a flagged step becomes a follow-up plan; anything
+    /// else ends the step with the agent's reason.
+    async fn needs_help(
+        &self,
+        index: usize,
+        task_id: &str,
+        message: &str,
+    ) -> Result<StepResult, String> {
+        let agent = self.agent()?;
+        let pending = agent
+            .safety_state(task_id)
+            .await
+            .map_err(|e| format!("cannot read agent task {task_id}: {e}"))?
+            .pending;
+        let Some(call_id) = pending.as_ref().and_then(|q| q["call_id"].as_str()) else {
+            return Err(format!(
+                "the agent needs a person (task {task_id}): {message}; resume it at the agent's /tasks/{task_id}/resume"
+            ));
+        };
+        let request = PlanRequest {
+            intent: crate::intents::AGENT_STEP.to_string(),
+            args: json!({"agent_task_id": task_id, "call_id": call_id}),
+        };
+        let next = self.gw.plan(self.caller, request).await.map_err(|e| {
+            format!(
+                "the agent stopped before a flagged step (task {task_id}: {message}), and its approval plan could not be made: {}",
+                e.detail.message
+            )
+        })?;
+        let next = NextPlan::from_plan(next, message.to_string());
+        self.publish(
+            kind::STEP_OUTPUT,
+            json!({"step": index, "agent_task_id": task_id, "next_task_id": next.task_id, "plan": next.plan, "est_risk": next.est_risk}),
+        )
+        .await;
+        Ok(StepResult {
+            text: format!(
+                "the agent stopped before a step its model's provider flagged ({message}); nothing of it ran. Approve plan {} to let it run, or cancel that plan to cancel the agent task",
+                next.task_id
+            ),
+            data: json!({"agent_task_id": task_id, "status": TaskStatus::NeedsHelp, "message": message, "next_task_id": next.task_id}),
+            next: Some(next),
+        })
     }
 
     async fn run_program(
@@ -393,7 +515,7 @@ impl Executor<'_> {
             quote(&out.stderr)
         );
         if out.exit_code == Some(0) && !out.timed_out {
-            Ok(StepResult { text, data })
+            Ok(StepResult::done(text, data))
         } else {
             Err(text)
         }

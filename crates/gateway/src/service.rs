@@ -31,7 +31,8 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"intent": "screenshot", "args": {"format": "png"}}))]
 pub struct PlanRequest {
-    /// One of `screenshot`, `open_app`, `browse`, `edit_file`, `run`, `task`.
+    /// One of `screenshot`, `open_app`, `browse`, `edit_file`, `run`, `task`, or `agent_step`
+    /// (approve the step an agent task stopped at; `/execute` hands these out as `next_plan`).
     pub intent: String,
     /// The intent's arguments (see `/capabilities` for each schema).
     #[serde(default)]
@@ -99,12 +100,65 @@ pub struct Observation {
 pub struct ExecuteResponse {
     /// The task.
     pub task_id: String,
-    /// `succeeded`, `failed`, `cancelled`, or `running` (with `?wait=false`).
+    /// `succeeded`, `failed`, `cancelled`, `needs_approval` (an agent stopped before a risky
+    /// step: see `next_plan`), or `running` (with `?wait=false`).
     pub status: String,
     /// One observation per step that ran.
     pub observations: Vec<Observation>,
     /// Files the task produced, with signed links.
     pub artifacts: Vec<ArtifactRefOut>,
+    /// With `needs_approval`: the follow-up plan for the step the agent stopped at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_plan: Option<NextPlan>,
+}
+
+/// A follow-up plan a run stopped for: the one step an agent task wants to take that its
+/// model's provider flagged (intent `agent_step`). Approve and execute it like any plan; cancel
+/// it (`POST /tasks/{id}/cancel`) to cancel the agent task instead.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NextPlan {
+    /// Id of the follow-up task.
+    pub task_id: String,
+    /// Its steps.
+    pub plan: Vec<Step>,
+    /// Its risk.
+    pub est_risk: Risk,
+    /// Its single-use token: only in the live `/execute` answer, never stored or in events
+    /// (plan `agent_step` again, or have a person approve, to execute without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm_token: Option<String>,
+    /// When the token expires, unix seconds.
+    pub expires_at: i64,
+    /// Its digest.
+    pub plan_digest: String,
+    /// Where a person can approve it instead.
+    pub approval_url: String,
+    /// Why the run stopped, in the agent's words.
+    pub reason: String,
+}
+
+impl NextPlan {
+    /// The follow-up from a fresh plan answer.
+    pub fn from_plan(p: PlanResponse, reason: String) -> NextPlan {
+        NextPlan {
+            task_id: p.task_id,
+            plan: p.plan,
+            est_risk: p.est_risk,
+            confirm_token: Some(p.confirm_token),
+            expires_at: p.expires_at,
+            plan_digest: p.plan_digest,
+            approval_url: p.approval_url,
+            reason,
+        }
+    }
+
+    /// The same without its token, for the store and the event stream.
+    fn without_token(&self) -> NextPlan {
+        NextPlan {
+            confirm_token: None,
+            ..self.clone()
+        }
+    }
 }
 
 /// Artifact reference in results (same as [`ArtifactRef`], kept for the schema name).
@@ -120,7 +174,7 @@ pub struct TaskView {
     /// Its arguments.
     #[schema(value_type = Object)]
     pub args: Value,
-    /// `planned`, `running`, `succeeded`, `failed`, `cancelled` or `expired`.
+    /// `planned`, `running`, `succeeded`, `failed`, `cancelled`, `needs_approval` or `expired`.
     pub state: String,
     /// The plan.
     pub plan: Vec<Step>,
@@ -135,6 +189,9 @@ pub struct TaskView {
     pub approved_by: Option<String>,
     /// Observations of a finished task.
     pub observations: Vec<Observation>,
+    /// With state `needs_approval`: the follow-up plan (without its token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_plan: Option<NextPlan>,
     /// Its artifacts.
     pub artifacts: Vec<ArtifactRef>,
     /// Created, unix seconds.
@@ -328,8 +385,14 @@ impl Gateway {
     pub fn capabilities(&self, caller: &Caller) -> Result<Capabilities, ApiError> {
         let profile = self.profile(caller)?;
         let mut intents = BTreeMap::new();
-        for name in INTENTS {
-            if (name == "task" && self.agent().is_none()) || profile.check_intent(name).is_err() {
+        let allowed = |name: &str| match name {
+            "task" | intents::AGENT_STEP => {
+                self.agent().is_some() && profile.check_intent("task").is_ok()
+            }
+            _ => profile.check_intent(name).is_ok(),
+        };
+        for name in INTENTS.into_iter().chain([intents::AGENT_STEP]) {
+            if !allowed(name) {
                 continue;
             }
             if let Some((args, risk)) = intents::intent_schema(name) {
@@ -376,7 +439,8 @@ impl Gateway {
             desktop: &self.desktop,
             workspace: &self.workspace,
             browser_app: &self.config.browser_app,
-            agent_available: self.agent().is_some(),
+            agent: self.agent().map(|a| a.as_ref()),
+            key_id: &caller.key_id,
         };
         let plan = match intents::plan(&ctx, &req.intent, &req.args).await {
             Ok(p) => p,
@@ -596,6 +660,7 @@ impl Gateway {
             running.insert(task.id.clone(), cancel_tx);
         }
         let gw = Arc::clone(self);
+        let caller = caller.clone();
         // The task is claimed: from here on nothing may wait in the request
         // future, or a client hanging up would leave it `running` forever.
         let run = async move {
@@ -615,6 +680,7 @@ impl Gateway {
                 gw: &gw,
                 task_id: &task.id,
                 key_id: &task.key_id,
+                caller: &caller,
                 cancel: cancel_rx,
             };
             let outcome = executor.run(&plan).await;
@@ -641,6 +707,7 @@ impl Gateway {
                 status: "running".into(),
                 observations: Vec::new(),
                 artifacts: Vec::new(),
+                next_plan: None,
             })
         }
     }
@@ -659,8 +726,15 @@ impl Gateway {
             status: outcome.status.to_string(),
             observations: outcome.observations,
             artifacts: outcome.artifacts,
+            next_plan: outcome.next_plan,
         };
-        let result_json = serde_json::to_string(&response).unwrap_or_default();
+        // A confirm token is a secret: stored and published only as its hash (in its task).
+        let next_plan = response.next_plan.as_ref().map(NextPlan::without_token);
+        let result_json = serde_json::to_string(&ExecuteResponse {
+            next_plan: next_plan.clone(),
+            ..response.clone()
+        })
+        .unwrap_or_default();
         // A cancel that raced the end keeps the task cancelled; either way
         // the observations are kept, so GET /tasks shows what the run did.
         let current = self.store.get_task(&task.id).await?;
@@ -679,7 +753,7 @@ impl Gateway {
                 &task.id,
                 &task.key_id,
                 kind::TASK_FINISHED,
-                json!({"status": response.status, "observations": response.observations, "artifacts": response.artifacts}),
+                json!({"status": response.status, "observations": response.observations, "artifacts": response.artifacts, "next_plan": next_plan}),
             )
             .await?;
         self.metrics.execution(&plan.intent, &response.status);
@@ -715,6 +789,7 @@ impl Gateway {
             plan_digest: t.plan_digest,
             expires_at: t.expires_at,
             approved_by: t.approved_by,
+            next_plan: result.as_ref().and_then(|r| r.next_plan.clone()),
             observations: result.map(|r| r.observations).unwrap_or_default(),
             artifacts: self.artifacts.of_task(&t.id).await?,
             created_at: t.created_at,
@@ -727,6 +802,7 @@ impl Gateway {
         let t = self.own_task(caller, id).await?;
         let state = self.store.cancel_task(&t.id, now_s()).await?;
         if state.as_deref() == Some("cancelled") {
+            self.cancel_agent_step(&t).await;
             if let Ok(running) = self.running.lock()
                 && let Some(tx) = running.get(&t.id)
             {
@@ -739,6 +815,32 @@ impl Gateway {
             );
         }
         self.task(caller, id).await
+    }
+
+    /// Refusing an agent's risky step (cancelling its `agent_step` plan) cancels the agent task:
+    /// left waiting, it would go on unwatched or hang forever.
+    async fn cancel_agent_step(&self, t: &TaskRow) {
+        if t.intent != intents::AGENT_STEP || t.state != "planned" {
+            return;
+        }
+        let Some(agent) = self.agent() else {
+            return;
+        };
+        let agent_task = serde_json::from_str::<Value>(&t.args_json)
+            .ok()
+            .and_then(|a| a["agent_task_id"].as_str().map(str::to_string));
+        if let Some(agent_task) = agent_task {
+            match agent.cancel(&agent_task).await {
+                Ok(_) => self.audit.record(
+                    "agent_task.cancelled",
+                    Some(&t.key_id),
+                    json!({"task_id": t.id, "agent_task_id": agent_task}),
+                ),
+                Err(e) => {
+                    tracing::warn!(task_id = t.id, agent_task, error = %e, "cannot cancel the agent task")
+                }
+            }
+        }
     }
 
     /// A person approves a planned task (approver profiles only).

@@ -8,6 +8,7 @@ pub mod run;
 use crate::plan::{Plan, Risk, Step};
 use crate::policy::{Access, Denied, Profile};
 use bytebot_agent::desktop::{DesktopClient, DesktopError};
+use bytebot_agent::service::Agent;
 use edit::FindReplace;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,11 @@ pub const INTENTS: [&str; 6] = [
     "run",
     "task",
 ];
+
+/// The follow-up intent for a risky step an agent task stopped at (a provider's safety check):
+/// executing its plan lets the agent run that one step. Not in [`INTENTS`] because a policy
+/// does not list it: it is allowed wherever `task` is.
+pub const AGENT_STEP: &str = "agent_step";
 
 /// Image format of a screenshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
@@ -127,6 +133,17 @@ pub struct TaskArgs {
     pub model: Option<String>,
 }
 
+/// `agent_step`: approve the one risky step an agent task (started by this key through the
+/// `task` intent) stopped at.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentStepArgs {
+    /// The agent task that stopped (from the `task` run's result).
+    pub agent_task_id: String,
+    /// The tool call it stopped at.
+    pub call_id: String,
+}
+
 /// What an executor step does; stored in the plan and run exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -188,6 +205,17 @@ pub enum Action {
         /// Model, if chosen.
         model: Option<String>,
     },
+    /// Let a waiting agent task run the step its model's provider flagged, then follow it on.
+    AgentStep {
+        /// The agent task.
+        agent_task_id: String,
+        /// The call it stopped at.
+        call_id: String,
+        /// The call as the model made it (what the person approves).
+        call: Value,
+        /// The provider's checks, as it worded them.
+        checks: Value,
+    },
 }
 
 /// Why a plan could not be made.
@@ -238,8 +266,10 @@ pub struct PlanCtx<'a> {
     pub workspace: &'a Path,
     /// Desktop application used by `browse`.
     pub browser_app: &'a str,
-    /// Whether an agent is available for `task`.
-    pub agent_available: bool,
+    /// The agent, when one with a model is attached (for `task` and `agent_step`).
+    pub agent: Option<&'a Agent>,
+    /// The caller's key id (an `agent_step` is only for its own agent tasks).
+    pub key_id: &'a str,
 }
 
 fn parse_args<T: DeserializeOwned>(args: &Value) -> Result<T, PlanError> {
@@ -261,19 +291,21 @@ fn parse_args<T: DeserializeOwned>(args: &Value) -> Result<T, PlanError> {
 
 /// Makes the plan for `intent` with `args`, or says why not.
 pub async fn plan(ctx: &PlanCtx<'_>, intent: &str, args: &Value) -> Result<Plan, PlanError> {
-    if !INTENTS.contains(&intent) {
+    if !INTENTS.contains(&intent) && intent != AGENT_STEP {
         return Err(PlanError::UnknownIntent(intent.to_string()));
     }
     if !(args.is_object() || args.is_null()) {
         return Err(bad("args", "must be a JSON object"));
     }
-    ctx.profile.check_intent(intent)?;
+    ctx.profile
+        .check_intent(if intent == AGENT_STEP { "task" } else { intent })?;
     let (steps, risk) = match intent {
         "screenshot" => plan_screenshot(parse_args(args)?)?,
         "open_app" => plan_open_app(ctx, parse_args(args)?)?,
         "browse" => plan_browse(ctx, parse_args(args)?)?,
         "edit_file" => plan_edit(ctx, parse_args(args)?).await?,
         "run" => plan_run(ctx, parse_args(args)?)?,
+        AGENT_STEP => plan_agent_step(ctx, parse_args(args)?).await?,
         _ => plan_task(ctx, parse_args(args)?)?,
     };
     Ok(Plan {
@@ -647,10 +679,8 @@ fn plan_task(ctx: &PlanCtx<'_>, a: TaskArgs) -> Result<(Vec<Step>, Risk), PlanEr
     if a.prompt.trim().is_empty() {
         return Err(bad("args.prompt", "is empty; say what the agent should do"));
     }
-    if !ctx.agent_available {
-        return Err(PlanError::Unavailable(
-            "the task intent needs the agent with a model; none is configured (the five deterministic intents work without one)".into(),
-        ));
+    if ctx.agent.is_none() {
+        return Err(no_agent());
     }
     Ok((
         vec![step(
@@ -664,6 +694,96 @@ fn plan_task(ctx: &PlanCtx<'_>, a: TaskArgs) -> Result<(Vec<Step>, Risk), PlanEr
     ))
 }
 
+fn no_agent() -> PlanError {
+    PlanError::Unavailable(
+        "the task intent needs the agent with a model; none is configured (the five deterministic intents work without one)".into(),
+    )
+}
+
+/// Plans the approval of the step an agent task stopped at: only the key that started the task
+/// may, only while the task waits, and only for the call it waits on.
+async fn plan_agent_step(
+    ctx: &PlanCtx<'_>,
+    a: AgentStepArgs,
+) -> Result<(Vec<Step>, Risk), PlanError> {
+    let agent = ctx.agent.ok_or_else(no_agent)?;
+    let unreadable = |e: bytebot_store::AgentStoreError| {
+        PlanError::Unavailable(format!("cannot read the agent task: {e}"))
+    };
+    let owner = format!("gateway:{}", ctx.key_id);
+    let task = agent
+        .store
+        .get_agent_task(&a.agent_task_id)
+        .await
+        .map_err(unreadable)?
+        .filter(|t| t.created_by == owner)
+        .ok_or_else(|| {
+            bad(
+                "args.agent_task_id",
+                "no agent task with this id was started by this key through the gateway",
+            )
+        })?;
+    let waiting = if task.status == bytebot_protocol::TaskStatus::NeedsHelp {
+        agent
+            .safety_state(&task.id)
+            .await
+            .map_err(unreadable)?
+            .pending
+    } else {
+        None
+    };
+    let Some(question) = waiting else {
+        return Err(bad(
+            "args.agent_task_id",
+            format!(
+                "agent task {} is {} and not waiting for a step to be approved",
+                task.id, task.status
+            ),
+        ));
+    };
+    if question["call_id"].as_str() != Some(a.call_id.as_str()) {
+        return Err(bad(
+            "args.call_id",
+            format!(
+                "agent task {} waits for approval of call {}, not this one",
+                task.id, question["call_id"]
+            ),
+        ));
+    }
+    let warnings: Vec<&str> = question["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["message"].as_str())
+        .collect();
+    let summary = format!(
+        "Let the agent (task {}) do the step its model's provider flagged: {}. The provider says: {}",
+        task.id,
+        clip(&question["call"].to_string(), 400),
+        warnings.join("; ")
+    );
+    Ok((
+        vec![step(
+            summary,
+            Action::AgentStep {
+                agent_task_id: task.id,
+                call_id: a.call_id,
+                call: question["call"].clone(),
+                checks: question["checks"].clone(),
+            },
+        )],
+        Risk::High,
+    ))
+}
+
+/// At most `max` characters of `text`, marked when cut.
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
 /// The JSON Schema of each intent's arguments plus its risk, for `/capabilities`.
 pub fn intent_schema(intent: &str) -> Option<(Value, Risk)> {
     use utoipa::PartialSchema;
@@ -674,6 +794,7 @@ pub fn intent_schema(intent: &str) -> Option<(Value, Risk)> {
         "edit_file" => (EditFileArgs::schema(), Risk::High),
         "run" => (RunArgs::schema(), Risk::High),
         "task" => (TaskArgs::schema(), Risk::High),
+        AGENT_STEP => (AgentStepArgs::schema(), Risk::High),
         _ => return None,
     };
     Some((serde_json::to_value(schema).unwrap_or(Value::Null), risk))

@@ -385,8 +385,21 @@ impl McpServer {
             args: None,
         };
         match self.gw.execute(caller, req, true).await {
-            Ok(r) => {
+            Ok(mut r) => {
                 self.approvals.forget(&caller.key_id, task_id);
+                // The follow-up's token stays here, like a plan's: the model only learns the
+                // task id, and the person approves when it calls bytebot_execute with it.
+                if let Some(next) = r.next_plan.as_mut()
+                    && let Some(token) = next.confirm_token.take()
+                {
+                    self.approvals.keep(
+                        &caller.key_id,
+                        &next.task_id,
+                        token,
+                        next.expires_at,
+                        now_s(),
+                    );
+                }
                 self.result(&r).await
             }
             Err(e) => {
@@ -432,7 +445,7 @@ impl McpServer {
                 }
             }
         }
-        let mut result = if r.status == "succeeded" {
+        let mut result = if r.status == "succeeded" || r.next_plan.is_some() {
             CallToolResult::success(content)
         } else {
             CallToolResult::error(content)
@@ -701,6 +714,7 @@ mod tests {
             expires_at: 700,
             approved_by: None,
             observations: vec![],
+            next_plan: None,
             artifacts: vec![],
             created_at: 100,
             updated_at: 100,

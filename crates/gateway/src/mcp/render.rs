@@ -121,6 +121,24 @@ pub fn result_text(r: &ExecuteResponse, public_url: &str) -> String {
             out.push('\n');
         }
     }
+    if let Some(next) = &r.next_plan {
+        let _ = writeln!(
+            out,
+            "\nThe agent stopped before a step its model's provider flagged: {}\nNothing of that step ran. Follow-up plan: task {} (risk {}), expires at unix time {}:",
+            next.reason,
+            next.task_id,
+            next.est_risk.as_str(),
+            next.expires_at
+        );
+        for (i, step) in next.plan.iter().enumerate() {
+            let _ = writeln!(out, "{}. {}", i + 1, step.summary);
+        }
+        let _ = writeln!(
+            out,
+            "Show this to the user, then call bytebot_execute with task_id \"{}\": it runs only after a person approves it (here, or at {}). Not approving leaves the agent task waiting; cancelling the follow-up task cancels it.",
+            next.task_id, next.approval_url
+        );
+    }
     if !r.artifacts.is_empty() {
         out.push_str("\nArtifacts (signed links that expire):\n");
         for a in &r.artifacts {
@@ -246,6 +264,7 @@ mod tests {
         let r = ExecuteResponse {
             task_id: "t_2".into(),
             status: "succeeded".into(),
+            next_plan: None,
             observations: vec![Observation {
                 step: 0,
                 ok: true,
