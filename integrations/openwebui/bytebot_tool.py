@@ -1,11 +1,11 @@
 """
 title: Bytebot Desktop
 author: bytebot-rs
-version: 0.1.0
+version: 0.2.0
 license: Apache-2.0
 required_open_webui_version: 0.5.0
 requirements: requests
-description: Use a bytebot desktop safely from chat. Every action is planned by the bytebot gateway first; you see the exact plan (steps, risk, the diff of a file edit, the command line of a run) in a confirmation dialog, and it runs only when you press Confirm. Requests are signed (HMAC-SHA256 with timestamp and nonce) or sent with a bearer token. Screenshots come back as inline images.
+description: Use a bytebot desktop safely from chat. Every action is planned by the bytebot gateway first; you see the exact plan (steps, risk, the diff of a file edit, the command line of a run) in a confirmation dialog, and it runs only when you press Confirm. When the agent stops before a step its model's provider flagged, you are asked again before that step runs. Requests are signed (HMAC-SHA256 with timestamp and nonce) or sent with a bearer token. Screenshots come back as inline images.
 """
 
 # How this file is used: Open WebUI turns every public method of `Tools`
@@ -17,8 +17,10 @@ description: Use a bytebot desktop safely from chat. Every action is planned by 
 # Safety properties kept here:
 # - nothing executes without a truthy answer from `__event_call__`
 #   (a missing dialog, a timeout or a disconnected browser count as "no");
-# - the confirm token never leaves this file: it is not in any event or in
-#   the text returned to the model, so the model cannot execute on its own;
+#   that holds for every follow-up plan of an agent task, each asked on its own;
+# - the confirm tokens (of the plan and of every follow-up plan) never leave
+#   this file: they are not in any event or in the text returned to the model,
+#   so the model cannot execute on its own;
 # - the secret and the bearer token are never logged or echoed.
 
 import asyncio
@@ -28,6 +30,7 @@ import json
 import secrets
 import time
 from typing import Any, Optional
+from urllib.parse import quote
 
 import requests
 from pydantic import BaseModel, Field
@@ -36,6 +39,10 @@ SIGNATURE_VERSION = "v1"
 # Long diffs are cut in the dialog so it stays usable; the cut is announced.
 MAX_DIFF_CHARS = 12000
 MAX_FIELD_CHARS = 4000
+# One request may walk an agent task through several flagged steps, each asked
+# about on its own; past this many the tool stops asking and cancels the agent
+# task rather than leave it waiting for an answer nobody will give.
+MAX_FOLLOW_UPS = 10
 
 # What a person can do about each gateway refusal (statuses from the spec).
 STATUS_HINTS = {
@@ -250,6 +257,13 @@ def _step_diff(action: Any) -> str:
     return ""
 
 
+def _when(value: Any) -> str:
+    """The gateway sends unix seconds; a person reads a UTC time."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(value))
+    return str(value)
+
+
 def render_plan(intent: str, plan: dict) -> str:
     """The plan as Markdown: steps in words, the exact actions, and any diff."""
     risk = str(plan.get("est_risk", "unknown"))
@@ -271,12 +285,22 @@ def render_plan(intent: str, plan: dict) -> str:
         lines.append("(the gateway returned no steps)")
     details = []
     if plan.get("expires_at"):
-        details.append(f"approval valid until {plan['expires_at']}")
+        details.append(f"approval valid until {_when(plan['expires_at'])}")
     if plan.get("plan_digest"):
         details.append(f"plan digest `{str(plan['plan_digest'])[:16]}`")
     if details:
         lines += ["", "; ".join(details)]
     return "\n".join(lines)
+
+
+def render_follow_up(next_plan: dict) -> str:
+    """A follow-up plan (intent agent_step) as Markdown, led by why the agent stopped."""
+    reason = str(next_plan.get("reason") or "").strip() or "(the gateway gave no reason)"
+    return (
+        f"The agent stopped before a step its model's provider flagged: {_clip(reason, MAX_FIELD_CHARS)}\n\n"
+        + render_plan("agent_step", next_plan)
+        + "\n\nNothing of that step has run. Confirm lets the agent take it; Cancel cancels the agent task."
+    )
 
 
 def _describe_observation(observation: Any) -> str:
@@ -330,14 +354,110 @@ def render_result(intent: str, task_id: str, result: dict, public_base: str) -> 
     return "\n".join(lines), media
 
 
+async def _ask(event_call: Any, title: str, message: str) -> bool:
+    """One Open WebUI confirmation dialog; only a clear yes counts."""
+    try:
+        answer = await event_call({"type": "confirmation", "data": {"title": title, "message": message}})
+    except Exception:
+        return False  # timed out or the dialog failed: that is not an approval
+    return _is_approval(answer)
+
+
+def _with_approval_page(message: str, plan: dict) -> str:
+    if plan.get("approval_url"):
+        return message + f"\n\nThe same plan is on the approval page: {plan['approval_url']}"
+    return message
+
+
+async def _execute(client: GatewayClient, task_id: str, token: str) -> dict:
+    return await asyncio.to_thread(
+        client.request, "POST", "/execute", {"task_id": task_id, "confirm_token": token}
+    )
+
+
+async def _cancel_follow_up(client: GatewayClient, task_id: str) -> str:
+    """Cancel a follow-up plan (the gateway cancels its agent task too); says how that went."""
+    try:
+        view = await asyncio.to_thread(client.request, "POST", f"/tasks/{quote(task_id, safe='')}/cancel")
+    except GatewayError as e:
+        return (
+            f"Cancelling it failed ({e}), so the agent task may still be waiting: cancel task "
+            f"`{task_id}` on the gateway (POST /tasks/{task_id}/cancel)."
+        )
+    except Exception as e:
+        return (
+            f"Cancelling it failed ({type(e).__name__}: {_short(e)}), so the agent task may still be "
+            f"waiting: cancel task `{task_id}` on the gateway (POST /tasks/{task_id}/cancel)."
+        )
+    state = str(view.get("state", "unknown"))
+    if state == "cancelled":
+        return "The agent task was cancelled."
+    return f"The gateway reports follow-up task `{task_id}` as {state}, not cancelled; check it on the gateway."
+
+
+async def follow_agent_steps(
+    client: GatewayClient, result: dict, emitter: Any, event_call: Any, public_base: str, parts: list
+) -> str:
+    """While an agent task stopped before a flagged step: show its follow-up plan, ask, and
+    execute it only on approval; a refusal cancels the agent task. Appends text for the model
+    to `parts` and returns how it ended (a gateway status, "declined" or "stopped")."""
+    asked = 0
+    while str(result.get("status")) == "needs_approval":
+        next_plan = result.get("next_plan")
+        next_plan = next_plan if isinstance(next_plan, dict) else {}
+        next_id = str(next_plan.get("task_id") or "")
+        token = next_plan.get("confirm_token")
+        if not next_id or not token:
+            where = f" A person can approve it at {next_plan['approval_url']}." if next_plan.get("approval_url") else ""
+            parts.append(
+                "The agent stopped before a step its model's provider flagged, but the gateway sent no "
+                f"follow-up plan this tool can approve; nothing of that step ran.{where}"
+            )
+            return "needs_approval"
+        if asked >= MAX_FOLLOW_UPS:
+            cancelled = await _cancel_follow_up(client, next_id)
+            parts.append(
+                f"The agent stopped before a flagged step again (follow-up task `{next_id}`) after "
+                f"{MAX_FOLLOW_UPS} approved steps in this request, so bytebot stopped asking; nothing of "
+                f"that step ran. {cancelled} Ask again if the work should go on."
+            )
+            return "stopped"
+        asked += 1
+        shown = render_follow_up(next_plan)
+        risk = next_plan.get("est_risk", "unknown")
+        await _emit(emitter, "message", {"content": shown + "\n\n"})
+        await _status(emitter, "The bytebot agent stopped before a flagged step: waiting for your approval")
+        approved = await _ask(
+            event_call,
+            f"Let the bytebot agent take the flagged step? (risk: {risk})",
+            _with_approval_page(shown, next_plan),
+        )
+        if not approved:
+            cancelled = await _cancel_follow_up(client, next_id)
+            parts.append(
+                f"The user declined the agent's flagged step (follow-up task `{next_id}`); nothing of "
+                f"that step ran. {cancelled} Do not retry unless the user asks again."
+            )
+            return "declined"
+        await _status(emitter, "Running the approved agent step…")
+        result = await _execute(client, next_id, token)
+        text, media = render_result("agent_step", next_id, result, public_base)
+        if media:
+            await _emit(emitter, "message", {"content": media + "\n\n"})
+        parts.append(text)
+    return str(result.get("status", "unknown"))
+
+
 async def run_intent(valves: Any, intent: str, args: dict, emitter: Any, event_call: Any) -> str:
-    """Plan, show, ask, and execute only on approval; always returns text."""
+    """Plan, show, ask, and execute only on approval (again for every flagged agent step); always returns text."""
     problem = _config_problem(valves)
     if problem:
         await _status(emitter, "bytebot is not configured", done=True)
         return f"The bytebot tool is not set up: {problem} Nothing was run."
     client = GatewayClient(valves)
     public_base = (valves.public_url or valves.gateway_url).strip().rstrip("/")
+    # What already ran stays in the answer even when a later request fails.
+    parts: list = []
     try:
         await _status(emitter, f"Planning {intent} with bytebot…")
         plan = await asyncio.to_thread(client.request, "POST", "/plan", {"intent": intent, "args": args})
@@ -359,19 +479,7 @@ async def run_intent(valves: Any, intent: str, args: dict, emitter: Any, event_c
                 f"bytebot {intent} task `{task_id}` was planned but not run: this chat cannot show an "
                 f"approval dialog.{where}"
             )
-        message = shown
-        if plan.get("approval_url"):
-            message += f"\n\nThe same plan is on the approval page: {plan['approval_url']}"
-        try:
-            answer = await event_call(
-                {
-                    "type": "confirmation",
-                    "data": {"title": f"Run bytebot {intent}? (risk: {risk})", "message": message},
-                }
-            )
-        except Exception:
-            answer = None  # timed out or the dialog failed: that is not an approval
-        if not _is_approval(answer):
+        if not await _ask(event_call, f"Run bytebot {intent}? (risk: {risk})", _with_approval_page(shown, plan)):
             await _status(emitter, f"You declined bytebot {intent}: nothing ran", done=True)
             return (
                 f"The user declined bytebot {intent} task `{task_id}`; nothing was executed. "
@@ -379,21 +487,25 @@ async def run_intent(valves: Any, intent: str, args: dict, emitter: Any, event_c
             )
 
         await _status(emitter, f"Running bytebot {intent}…")
-        result = await asyncio.to_thread(
-            client.request, "POST", "/execute", {"task_id": task_id, "confirm_token": token}
-        )
+        result = await _execute(client, task_id, token)
         text, media = render_result(intent, task_id, result, public_base)
         if media:
             await _emit(emitter, "message", {"content": media + "\n\n"})
-        status = str(result.get("status", "unknown"))
-        await _status(emitter, f"bytebot {intent}: {status}", done=True)
-        return text
+        parts.append(text)
+        ended = await follow_agent_steps(client, result, emitter, event_call, public_base, parts)
+        if ended == "declined":
+            await _status(emitter, "You declined the agent's flagged step: nothing of it ran", done=True)
+        else:
+            await _status(emitter, f"bytebot {intent}: {ended}", done=True)
+        return "\n\n".join(parts)
     except GatewayError as e:
         await _status(emitter, f"bytebot {intent} failed: {e.code}", done=True)
-        return f"bytebot {intent} failed: {e}"
+        return "\n\n".join(parts + [f"bytebot {intent} failed: {e}"])
     except Exception as e:  # never hand a traceback to the chat
         await _status(emitter, f"bytebot {intent} failed", done=True)
-        return f"bytebot {intent} failed unexpectedly ({type(e).__name__}: {_short(e)}). Nothing more was run."
+        return "\n\n".join(
+            parts + [f"bytebot {intent} failed unexpectedly ({type(e).__name__}: {_short(e)}). Nothing more was run."]
+        )
 
 
 async def describe_capabilities(valves: Any) -> str:
@@ -493,7 +605,7 @@ class Tools:
         self, intent: str, args_json: str = "{}", __event_emitter__=None, __event_call__=None
     ) -> str:
         """
-        Ask bytebot for any intent the gateway supports (screenshot, open_app, browse, edit_file, run, task); runs only after the user approves.
+        Ask bytebot for any intent the gateway supports (screenshot, open_app, browse, edit_file, run, task); runs only after the user approves. A task hands a prompt to bytebot's agent; if the agent stops before a risky step, the user is asked again before it runs.
         :param intent: The gateway intent name, e.g. "run" or "task".
         :param args_json: The intent's arguments as a JSON object, e.g. {"argv": ["ls", "-la"], "cwd": "."}.
         """

@@ -444,7 +444,20 @@ impl Executor<'_> {
                 e.detail.message
             )
         })?;
-        let next = NextPlan::from_plan(next, message.to_string());
+        // The person decides on the provider's own words, not on the agent's resume hint.
+        let warnings: Vec<&str> = pending
+            .as_ref()
+            .and_then(|q| q["checks"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["message"].as_str())
+            .collect();
+        let reason = if warnings.is_empty() {
+            message.to_string()
+        } else {
+            warnings.join("; ")
+        };
+        let next = NextPlan::from_plan(next, reason);
         self.publish(
             kind::STEP_OUTPUT,
             json!({"step": index, "agent_task_id": task_id, "next_task_id": next.task_id, "plan": next.plan, "est_risk": next.est_risk}),

@@ -11,12 +11,15 @@ Two kinds of gateway are used:
 
 How the real gateway is started is kept in three functions below —
 `write_gateway_config`, `gateway_command` and the `LISTENING` pattern — so
-the command line can follow the binary without touching the tests.
+the command line can follow the binary without touching the tests. `launch`
+starts a `bytebot` command and waits for its gateway line; test_live_agent_step.py
+uses it for its own `bytebot up --own-display` with an agent and a fake model.
 """
 
 import hashlib
 import hmac
 import importlib.util
+import json
 import os
 import re
 import secrets
@@ -170,28 +173,34 @@ def _clean_env() -> dict:
     return {k: v for k, v in os.environ.items() if not k.startswith("BYTEBOT_")}
 
 
-@pytest.fixture(scope="session")
-def gateway(tmp_path_factory):
-    """Start the real `bytebot gateway` once per test session (each xdist worker gets its own)."""
-    reason = gateway_unavailable_reason()
-    if reason:
-        pytest.skip(f"live gateway tests skipped: {reason}")
-    folder = tmp_path_factory.mktemp("gateway")
-    workspace = folder / "workspace"
-    workspace.mkdir()
-    key = GatewayKey(
-        key_id="owui-" + secrets.token_hex(4),
-        secret=secrets.token_hex(32),
-        token=secrets.token_urlsafe(32),
-    )
-    config = write_gateway_config(folder, key, workspace)
-    stderr_log = open(folder / "gateway.stderr.log", "wb")
+@dataclass
+class Launched:
+    """A `bytebot` process started by `launch`, with the gateway URL it printed."""
+
+    process: subprocess.Popen
+    url: str
+    stdout_lines: list
+    stderr_log: Any
+
+    def stop(self) -> None:
+        _stop(self.process)
+        self.stderr_log.close()
+
+
+def launch(command: list, folder: Path, env: dict) -> Launched:
+    """Start `command` in its own session and wait for its gateway line on stdout.
+
+    Fails the test with the command, stdout and stderr when no gateway URL
+    appears within STARTUP_TIMEOUT_S (or the process exits first).
+    """
+    stderr_path = folder / "bytebot.stderr.log"
+    stderr_log = open(stderr_path, "wb")
     process = subprocess.Popen(
-        gateway_command(gateway_binary(), config),
+        command,
         stdout=subprocess.PIPE,
         stderr=stderr_log,
         stdin=subprocess.DEVNULL,
-        env=_clean_env(),
+        env=env,
         cwd=folder,
         start_new_session=True,
     )
@@ -217,16 +226,37 @@ def gateway(tmp_path_factory):
         exit_code = process.poll()
         _stop(process)
         stderr_log.close()
-        detail = (folder / "gateway.stderr.log").read_text(errors="replace")[-4000:]
+        detail = stderr_path.read_text(errors="replace")[-4000:]
         when = f"before it exited with code {exit_code}" if exit_code is not None else f"within {STARTUP_TIMEOUT_S} s"
         pytest.fail(
-            f"the gateway did not print `gateway listening on http://127.0.0.1:PORT` {when}.\n"
-            f"command: {' '.join(gateway_command(gateway_binary(), config))}\n"
+            f"bytebot did not print its gateway address (`gateway listening on http://127.0.0.1:PORT` "
+            f"or `gateway       http://127.0.0.1:PORT`) {when}.\n"
+            f"command: {' '.join(command)}\n"
             f"stdout:\n" + "\n".join(lines[-50:]) + f"\nstderr:\n{detail}"
         )
-    yield Gateway(url=url_box[0], key=key, workspace=workspace, process=process, stdout_lines=lines)
-    _stop(process)
-    stderr_log.close()
+    return Launched(process=process, url=url_box[0], stdout_lines=lines, stderr_log=stderr_log)
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory):
+    """Start the real `bytebot gateway` once per test session (each xdist worker gets its own)."""
+    reason = gateway_unavailable_reason()
+    if reason:
+        pytest.skip(f"live gateway tests skipped: {reason}")
+    folder = tmp_path_factory.mktemp("gateway")
+    workspace = folder / "workspace"
+    workspace.mkdir()
+    key = GatewayKey(
+        key_id="owui-" + secrets.token_hex(4),
+        secret=secrets.token_hex(32),
+        token=secrets.token_urlsafe(32),
+    )
+    config = write_gateway_config(folder, key, workspace)
+    running = launch(gateway_command(gateway_binary(), config), folder, _clean_env())
+    yield Gateway(
+        url=running.url, key=key, workspace=workspace, process=running.process, stdout_lines=running.stdout_lines
+    )
+    running.stop()
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -271,8 +301,19 @@ def signed_get(base_url: str, key: GatewayKey, path: str) -> requests.Response:
     return requests.get(base_url + path, headers=headers, timeout=30)
 
 
+def signed_post(base_url: str, key: GatewayKey, path: str, payload: dict) -> requests.Response:
+    body = json.dumps(payload).encode()
+    headers = signed_headers(key.key_id, key.secret, "POST", path, body)
+    headers["Content-Type"] = "application/json"
+    return requests.post(base_url + path, data=body, headers=headers, timeout=30)
+
+
 class OpenWebUI:
-    """Open WebUI's side of a tool call: collects emitted events and answers confirmations."""
+    """Open WebUI's side of a tool call: collects emitted events and answers confirmations.
+
+    `approve` is the answer to every dialog, or a list of answers, one per dialog in order
+    (a dialog past the end of the list is declined).
+    """
 
     def __init__(self, approve: Any, on_confirm: Optional[Callable[[dict], None]] = None):
         self.approve = approve
@@ -288,6 +329,9 @@ class OpenWebUI:
         self.calls.append(event)
         if self.on_confirm is not None:
             self.on_confirm(event)
+        if isinstance(self.approve, list):
+            asked = len(self.calls) - 1
+            return self.approve[asked] if asked < len(self.approve) else False
         return self.approve
 
     def confirmations(self) -> list:

@@ -4,7 +4,13 @@ It checks what the real gateway checks about a caller — v1 HMAC signatures
 (its own implementation, not the tool's), the ±300 s clock window, nonce
 replay, bearer tokens, single-use confirm tokens bound to the plan — and
 answers in the spec's shapes, so the tool's behaviour can be tested on any
-machine. It is not the gateway: it knows two intents and a fixed policy.
+machine. It is not the gateway: it knows three intents and a fixed policy.
+
+Its `task` intent stands in for the agent: executing it stops
+`agent_flags` times (default once) before a step "the model's provider
+flagged", answering `needs_approval` with a follow-up `agent_step` plan
+(`next_plan`, with its own single-use token) as the gateway does; executing
+the last follow-up succeeds, and cancelling a follow-up cancels the agent task.
 """
 
 import difflib
@@ -47,6 +53,12 @@ class StubGateway:
         self.artifacts: dict = {}
         self.nonces: set = set()
         self.executed: list = []
+        self.cancelled: list = []
+        # The stand-in agent's tasks: id -> {"status", "flags_left", "call_id"}.
+        self.agent_tasks: dict = {}
+        self.agent_flags = 1
+        # (status, code, message) to refuse every cancel with, or None.
+        self.cancel_error = None
         self.lock = threading.Lock()
         stub = self
 
@@ -88,6 +100,8 @@ class StubGateway:
                 return self.plan(request, json.loads(body or b"{}"))
             if method == "POST" and path == "/execute":
                 return self.execute(request, json.loads(body or b"{}"))
+            if method == "POST" and path.startswith("/tasks/") and path.endswith("/cancel"):
+                return self.cancel(request, path.split("/")[2])
             if method == "GET" and path.startswith("/tasks/"):
                 task = self.tasks.get(path.rsplit("/", 1)[1])
                 if task is None:
@@ -182,10 +196,25 @@ class StubGateway:
                 }
             ]
             risk = "high"
+        elif intent == "task":
+            prompt = args.get("prompt")
+            if not isinstance(prompt, str) or not prompt.strip():
+                return self.error(request, 422, "invalid_args", "args.prompt is empty; say what the agent should do")
+            steps = [
+                {
+                    "summary": f"Hand this task to the agent: {prompt.strip()}",
+                    "action": {"op": "agent", "prompt": prompt, "model": args.get("model")},
+                }
+            ]
+            risk = "high"
         else:
             return self.error(
                 request, 403, "policy_denied", f"intent {intent!r} is not allowed for profile openwebui (rule: intents)"
             )
+        self.send_json(request, 200, self.new_task(intent, args, steps, risk))
+
+    def new_task(self, intent: str, args: dict, steps: list, risk: str) -> dict:
+        """Store a planned task; returns the plan answer (expires_at in unix seconds)."""
         task_id = secrets.token_hex(8)
         digest = hashlib.sha256(json.dumps(steps, sort_keys=True).encode()).hexdigest()
         task = {
@@ -199,19 +228,15 @@ class StubGateway:
             "result": None,
         }
         self.tasks[task_id] = task
-        self.send_json(
-            request,
-            200,
-            {
-                "task_id": task_id,
-                "plan": steps,
-                "est_risk": risk,
-                "confirm_token": task["confirm_token"],
-                "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(task["expires"])),
-                "plan_digest": digest,
-                "approval_url": f"{self.url}/approve/{task_id}",
-            },
-        )
+        return {
+            "task_id": task_id,
+            "plan": steps,
+            "est_risk": risk,
+            "confirm_token": task["confirm_token"],
+            "expires_at": int(task["expires"]),
+            "plan_digest": digest,
+            "approval_url": f"{self.url}/approve/{task_id}",
+        }
 
     def execute(self, request, body: dict) -> None:
         task = self.tasks.get(str(body.get("task_id")))
@@ -244,6 +269,8 @@ class StubGateway:
                 }
             )
             observations.append({"summary": "captured 4x3 screenshot"})
+        elif task["intent"] in ("task", "agent_step"):
+            return self.run_agent(request, task)
         else:
             target = self.workspace_path(task["args"]["path"])
             target.write_text(task["args"]["content"])
@@ -251,6 +278,91 @@ class StubGateway:
         task["state"] = "succeeded"
         task["result"] = {"status": "succeeded", "observations": observations, "artifacts": artifacts}
         self.send_json(request, 200, task["result"])
+
+    def run_agent(self, request, task: dict) -> None:
+        """Start (task) or go on with (agent_step) the stand-in agent task, in the gateway's shapes."""
+        if task["intent"] == "task":
+            agent_id = "agent-" + secrets.token_hex(6)
+            self.agent_tasks[agent_id] = {"status": "RUNNING", "flags_left": self.agent_flags, "call_id": None}
+        else:
+            agent_id = task["args"]["agent_task_id"]
+        agent = self.agent_tasks[agent_id]
+        if task["intent"] == "agent_step" and agent["status"] != "NEEDS_HELP":
+            task["state"] = "failed"
+            observation = {
+                "step": 0,
+                "ok": False,
+                "text": f"agent task {agent_id} is no longer waiting for approval; nothing was run",
+            }
+            task["result"] = {"status": "failed", "observations": [observation], "artifacts": []}
+            return self.send_json(request, 200, task["result"])
+        if agent["flags_left"] > 0:
+            agent["flags_left"] -= 1
+            agent["status"] = "NEEDS_HELP"
+            agent["call_id"] = "call_" + secrets.token_hex(4)
+            warning = "The page may contain instructions you did not give."
+            call = {"type": "click", "button": "left", "x": 5, "y": 5}
+            checks = [{"id": "sc_" + secrets.token_hex(4), "code": "malicious_instructions", "message": warning}]
+            steps = [
+                {
+                    "summary": (
+                        f"Let the agent (task {agent_id}) do the step its model's provider flagged: "
+                        f"{json.dumps(call)}. The provider says: {warning}"
+                    ),
+                    "action": {
+                        "op": "agent_step",
+                        "agent_task_id": agent_id,
+                        "call_id": agent["call_id"],
+                        "call": call,
+                        "checks": checks,
+                    },
+                }
+            ]
+            next_plan = self.new_task(
+                "agent_step", {"agent_task_id": agent_id, "call_id": agent["call_id"]}, steps, "high"
+            )
+            next_plan["reason"] = f"{warning} A person must acknowledge it (acknowledge_safety_checks)."
+            observation = {
+                "step": 0,
+                "ok": True,
+                "text": (
+                    f"the agent stopped before a step its model's provider flagged ({warning}); nothing of it "
+                    f"ran. Approve plan {next_plan['task_id']} to let it run, or cancel that plan to cancel "
+                    "the agent task"
+                ),
+                "data": {"agent_task_id": agent_id, "status": "NEEDS_HELP", "next_task_id": next_plan["task_id"]},
+            }
+            task["state"] = "needs_approval"
+            # Stored and shown without the token, as the gateway does.
+            stored = {k: v for k, v in next_plan.items() if k != "confirm_token"}
+            task["result"] = {"status": "needs_approval", "observations": [observation], "artifacts": [], "next_plan": stored}
+            return self.send_json(request, 200, dict(task["result"], next_plan=next_plan))
+        agent["status"] = "COMPLETED"
+        observation = {
+            "step": 0,
+            "ok": True,
+            "text": "the agent finished (COMPLETED): tidied after approval",
+            "data": {"agent_task_id": agent_id, "status": "COMPLETED"},
+        }
+        task["state"] = "succeeded"
+        task["result"] = {"status": "succeeded", "observations": [observation], "artifacts": []}
+        self.send_json(request, 200, task["result"])
+
+    def cancel(self, request, task_id: str) -> None:
+        """Cancel a planned task; a cancelled agent_step plan cancels its agent task."""
+        if self.cancel_error is not None:
+            return self.error(request, *self.cancel_error)
+        task = self.tasks.get(task_id)
+        if task is None:
+            return self.error(request, 404, "not_found", "no such task")
+        with self.lock:
+            if task["state"] == "planned":
+                task["state"] = "cancelled"
+                self.cancelled.append(task_id)
+                if task["intent"] == "agent_step":
+                    self.agent_tasks[task["args"]["agent_task_id"]]["status"] = "CANCELLED"
+        view = {k: task[k] for k in ("task_id", "state", "plan", "result")}
+        self.send_json(request, 200, view)
 
     def artifact(self, request) -> None:
         parts = urlsplit(request.path)

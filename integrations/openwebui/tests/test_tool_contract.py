@@ -224,3 +224,131 @@ async def test_desktop_action_rejects_bad_json_before_planning(tool_module, stub
 async def test_capabilities_are_listed(tool_module, stub):
     text = await signed_tool(tool_module, stub).bytebot_capabilities()
     assert "caps: screenshot, fs.write" in text and "intent edit_file (risk high)" in text, text
+
+
+# ---------------------------------------------------------------- an agent task's flagged steps
+
+TASK_PROMPT = '{"prompt": "tidy the desktop", "model": "cua"}'
+
+
+def all_tokens(stub) -> list:
+    return [task["confirm_token"] for task in stub.tasks.values()]
+
+
+def agent_tasks_of(stub, intent: str) -> list:
+    return [task for task in stub.tasks.values() if task["intent"] == intent]
+
+
+async def test_an_approved_flagged_step_runs_the_follow_up_once(tool_module, stub):
+    ui = OpenWebUI(approve=[True, True])
+    text = await signed_tool(tool_module, stub).desktop_action(
+        intent="task", args_json=TASK_PROMPT, __event_emitter__=ui.emitter, __event_call__=ui.call
+    )
+
+    task_id = task_id_of(text)
+    [follow_up] = agent_tasks_of(stub, "agent_step")
+    assert stub.executed == [task_id, follow_up["task_id"]], text
+    assert stub.cancelled == []
+    assert f"bytebot agent_step task `{follow_up['task_id']}`: succeeded." in text, text
+    assert "tidied after approval" in text
+    dialogs = ui.confirmations()
+    assert len(dialogs) == 2
+    second = dialogs[1]["data"]
+    assert "flagged step" in second["title"] and "high" in second["title"], second
+    # The person sees why the agent stopped and the exact step before approving it.
+    assert "The agent stopped before a step its model's provider flagged: The page may contain" in second["message"]
+    assert '"call_id"' in second["message"] and follow_up["task_id"] in second["message"]
+    assert f"/approve/{follow_up['task_id']}" in second["message"]
+    # The follow-up plan was also put into the chat, before the dialog.
+    assert any("provider flagged" in str(e["data"].get("content", "")) for e in ui.events if e["type"] == "message")
+    statuses = [e["data"] for e in ui.events if e["type"] == "status"]
+    assert statuses[-1]["done"] is True and "succeeded" in statuses[-1]["description"], statuses[-1]
+    sent = everything_sent(ui, text)
+    for token in all_tokens(stub):
+        assert token not in sent
+
+
+@pytest.mark.parametrize("second_answer", [False, None, {"error": "Client session disconnected."}], ids=str)
+async def test_a_declined_flagged_step_cancels_the_agent_task_and_runs_nothing(tool_module, stub, second_answer):
+    ui = OpenWebUI(approve=[True, second_answer])
+    text = await signed_tool(tool_module, stub).desktop_action(
+        intent="task", args_json=TASK_PROMPT, __event_emitter__=ui.emitter, __event_call__=ui.call
+    )
+
+    [follow_up] = agent_tasks_of(stub, "agent_step")
+    assert stub.executed == [task_id_of(text)], "the follow-up must not run"
+    assert stub.cancelled == [follow_up["task_id"]]
+    assert list(stub.agent_tasks.values())[0]["status"] == "CANCELLED"
+    assert "declined the agent's flagged step" in text and "The agent task was cancelled." in text, text
+    assert len(ui.confirmations()) == 2
+    sent = everything_sent(ui, text)
+    for token in all_tokens(stub):
+        assert token not in sent
+
+
+async def test_a_failing_second_dialog_cancels_the_agent_task(tool_module, stub):
+    asked = []
+
+    async def call(event):
+        asked.append(event)
+        if len(asked) > 1:
+            raise TimeoutError("the browser went away")
+        return True
+
+    text = await signed_tool(tool_module, stub).desktop_action(intent="task", args_json=TASK_PROMPT, __event_call__=call)
+    [follow_up] = agent_tasks_of(stub, "agent_step")
+    assert stub.executed == [task_id_of(text)] and stub.cancelled == [follow_up["task_id"]], text
+
+
+async def test_a_refused_cancel_is_reported_with_what_to_do(tool_module, stub):
+    stub.cancel_error = (503, "unavailable", "the store is busy")
+    ui = OpenWebUI(approve=[True, False])
+    text = await signed_tool(tool_module, stub).desktop_action(
+        intent="task", args_json=TASK_PROMPT, __event_emitter__=ui.emitter, __event_call__=ui.call
+    )
+    [follow_up] = agent_tasks_of(stub, "agent_step")
+    assert "Cancelling it failed (HTTP 503 unavailable: the store is busy)" in text, text
+    assert f"POST /tasks/{follow_up['task_id']}/cancel" in text
+    assert "The agent task was cancelled." not in text
+    assert stub.executed == [task_id_of(text)]
+
+
+async def test_every_flagged_step_is_asked_about_until_the_cap(tool_module, stub):
+    cap = tool_module.MAX_FOLLOW_UPS
+    stub.agent_flags = cap + 1
+    ui = OpenWebUI(approve=True)
+    text = await signed_tool(tool_module, stub).desktop_action(
+        intent="task", args_json=TASK_PROMPT, __event_emitter__=ui.emitter, __event_call__=ui.call
+    )
+
+    follow_ups = [task["task_id"] for task in agent_tasks_of(stub, "agent_step")]
+    assert len(follow_ups) == cap + 1
+    # One dialog for the task and one per follow-up up to the cap; the one past it is not asked.
+    assert len(ui.confirmations()) == 1 + cap
+    assert stub.executed == [task_id_of(text)] + follow_ups[:cap]
+    assert stub.cancelled == [follow_ups[cap]]
+    assert f"after {cap} approved steps in this request, so bytebot stopped asking" in text, text
+    assert "The agent task was cancelled." in text
+    sent = everything_sent(ui, text)
+    for token in all_tokens(stub):
+        assert token not in sent
+
+
+async def test_a_follow_up_without_a_token_is_not_executed(tool_module, stub, monkeypatch):
+    # A gateway that withholds the token (as events do): the tool cannot approve, says where a person can.
+    original = stub.new_task
+
+    def without_token_for_steps(intent, args, steps, risk):
+        planned = original(intent, args, steps, risk)
+        if intent == "agent_step":
+            planned.pop("confirm_token")
+        return planned
+
+    monkeypatch.setattr(stub, "new_task", without_token_for_steps)
+    ui = OpenWebUI(approve=True)
+    text = await signed_tool(tool_module, stub).desktop_action(
+        intent="task", args_json=TASK_PROMPT, __event_emitter__=ui.emitter, __event_call__=ui.call
+    )
+    [follow_up] = agent_tasks_of(stub, "agent_step")
+    assert len(ui.confirmations()) == 1 and stub.executed == [task_id_of(text)]
+    assert f"/approve/{follow_up['task_id']}" in text and "nothing of that step ran" in text, text
