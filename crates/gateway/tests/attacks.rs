@@ -231,9 +231,18 @@ async fn nonce_is_refused_after_restart() {
 
     gw.restart_gateway().await;
     assert_ne!(gw.url, before, "a new server answers");
-    let r = gw.send("POST", "/plan", h, body.clone()).await;
+    let r = gw.send("POST", "/plan", h.clone(), body.clone()).await;
     r.error(401, "replayed_nonce");
     assert_eq!(tasks_of(&gw, "bot").await, 1, "the replay planned a task");
+    // The same nonce signed again under another timestamp is still a replay (the store keys its
+    // SQLite nonce log by time; the cache warmed from it knows the nonce).
+    let nonce = h["x-bytebot-nonce"].to_str().unwrap().to_string();
+    let ts: i64 = h["x-bytebot-timestamp"].to_str().unwrap().parse().unwrap();
+    let retimed = signed_at("bot", &secret, ts + 1, &nonce, "POST", "/plan", &body);
+    gw.send("POST", "/plan", retimed, body.clone())
+        .await
+        .error(401, "replayed_nonce");
+    assert_eq!(tasks_of(&gw, "bot").await, 1, "the re-timed replay planned a task");
 
     // The restarted gateway works: a fresh nonce is accepted.
     let fresh = signed("bot", &secret, "POST", "/plan", &body);

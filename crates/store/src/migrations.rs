@@ -34,6 +34,12 @@ const STEPS: &[Step] = &[
         sqlite: include_str!("../migrations/sqlite/0002_agent.sql"),
         postgres: include_str!("../migrations/postgres/0002_agent.sql"),
     },
+    Step {
+        version: 3,
+        description: "nonces_by_time",
+        sqlite: include_str!("../migrations/sqlite/0003_nonces_by_time.sql"),
+        postgres: include_str!("../migrations/postgres/0003_nonces_by_time.sql"),
+    },
 ];
 
 /// The migrator for one backend: every step, each run in its own transaction.

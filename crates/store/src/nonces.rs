@@ -6,8 +6,10 @@ use crate::{NonceRow, Store, StoreError};
 
 impl Store {
     /// Records that `key_id` used `nonce` at `ts` (unix seconds). `Ok(true)` when the nonce
-    /// is new, `Ok(false)` when that key already used it (a replay). Group-committed: the
-    /// answer comes after the row is committed.
+    /// is new, `Ok(false)` when that key already used it (a replay). On SQLite a nonce counts
+    /// as used per timestamp: a replay repeats the signed timestamp, and the gateway that owns
+    /// a SQLite file decides replays in memory anyway (migration 0003 says why).
+    /// Group-committed: the answer comes after the row is committed.
     pub async fn insert_nonce(
         &self,
         key_id: &str,

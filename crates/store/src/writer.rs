@@ -340,7 +340,9 @@ async fn apply(
     }
 
     let nonce_head = "INSERT INTO nonces (key_id, nonce, ts) VALUES ";
-    let nonce_tail = " ON CONFLICT (key_id, nonce) DO NOTHING RETURNING key_id, nonce";
+    // No conflict target: the key is (key_id, nonce) on PostgreSQL and (ts, key_id, nonce) on
+    // SQLite (see migration 0003).
+    let nonce_tail = " ON CONFLICT DO NOTHING RETURNING key_id, nonce";
     for row in insert_returning(
         conn, backend, &nonces, nonce_head, 3, nonce_tail, bind_nonce,
     )
