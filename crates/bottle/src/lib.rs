@@ -7,6 +7,7 @@
 //! envelope, ed25519). The `bytebot bottle` commands in the cli crate wire them together.
 
 pub mod audit;
+pub mod ca;
 pub mod policy;
 pub mod provenance;
 pub mod proxy;

@@ -15,6 +15,11 @@ use config::{Config, LogFormat};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// mimalloc instead of glibc malloc: many small short-lived allocations per request (headers,
+/// JSON values, SQL arguments) cost a fifth of the gateway's CPU under load with glibc's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A self-hosted computer-use system: an AI agent operates a real Linux desktop.
 #[derive(Debug, Parser)]
 #[command(name = "bytebot", version, about, after_help = EXAMPLES)]

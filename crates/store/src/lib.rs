@@ -177,7 +177,13 @@ impl Store {
                 source,
             })?;
         tracing::debug!(target = %target.display, ?backend, "store opened");
-        let writer = Writer::spawn(pool.clone(), backend);
+        // The writer gets a connection of its own, except where the database lives only as
+        // long as the pool's single connection (in memory).
+        let own = (!target.in_memory).then(|| {
+            let setup = (backend == Backend::Sqlite).then_some(SQLITE_PRAGMAS);
+            (target.connect_url.clone(), setup)
+        });
+        let writer = Writer::spawn(pool.clone(), backend, own);
         let checkpoints = (backend == Backend::Sqlite && !target.in_memory)
             .then(|| tokio::spawn(checkpoints(pool.clone())));
         Ok(Store {

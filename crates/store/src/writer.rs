@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use sqlx::any::{Any, AnyArguments, AnyRow};
-use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Row};
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::rows::{EventRow, NonceRow, TaskRow, event_columns, task_columns};
@@ -124,6 +124,56 @@ struct Counters {
 struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// How to open the writer's own connection (`None`: borrow one from the pool per group, as
+    /// an in-memory SQLite database must, having only the pool's one connection).
+    own: Option<OwnConnection>,
+}
+
+/// The writer's own connection: no pool checkout per group, its prepared statements stay warm,
+/// and reads never wait behind it for a pooled connection.
+struct OwnConnection {
+    url: String,
+    /// Statements run on each new connection (SQLite's pragmas).
+    setup: Option<&'static str>,
+    conn: Option<AnyConnection>,
+}
+
+impl OwnConnection {
+    async fn get(&mut self) -> Result<&mut AnyConnection, sqlx::Error> {
+        if self.conn.is_none() {
+            let mut conn = AnyConnection::connect(&self.url).await?;
+            if let Some(setup) = self.setup {
+                sqlx::raw_sql(setup).execute(&mut conn).await?;
+            }
+            self.conn = Some(conn);
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| sqlx::Error::Protocol("the writer's connection is gone".into()))
+    }
+
+    /// After an error that is not the database refusing a statement (I/O, a closed
+    /// connection), the next group starts on a fresh connection.
+    fn forget_if_broken(&mut self, e: &sqlx::Error) {
+        if !matches!(e, sqlx::Error::Database(_)) {
+            self.conn = None;
+        }
+    }
+}
+
+/// Why a group could not be written as a whole.
+#[derive(Debug)]
+enum ApplyError {
+    Sql(sqlx::Error),
+    /// A counted insert wrote fewer rows than it was given: some key was taken. The group is
+    /// rolled back and written op by op, each with `RETURNING`, to find out which.
+    Conflict,
+}
+
+impl From<sqlx::Error> for ApplyError {
+    fn from(e: sqlx::Error) -> Self {
+        ApplyError::Sql(e)
+    }
 }
 
 /// The sending side of the writer task.
@@ -135,11 +185,23 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task on the current tokio runtime.
-    pub(crate) fn spawn(pool: AnyPool, backend: Backend) -> Writer {
+    /// Starts the writer task on the current tokio runtime. With `own` (a connect URL and the
+    /// statements each new connection runs) it writes on a connection of its own; without, it
+    /// borrows one from `pool` for each group.
+    pub(crate) fn spawn(
+        pool: AnyPool,
+        backend: Backend,
+        own: Option<(String, Option<&'static str>)>,
+    ) -> Writer {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let counters = Arc::new(Counters::default());
-        tokio::spawn(run(Db { pool, backend }, rx, Arc::clone(&counters)));
+        let own = own.map(|(url, setup)| OwnConnection {
+            url,
+            setup,
+            conn: None,
+        });
+        let db = Db { pool, backend, own };
+        tokio::spawn(run(db, rx, Arc::clone(&counters)));
         Writer {
             tx,
             counters,
@@ -190,7 +252,7 @@ impl Writer {
     }
 }
 
-async fn run(db: Db, mut rx: mpsc::Receiver<Msg>, counters: Arc<Counters>) {
+async fn run(mut db: Db, mut rx: mpsc::Receiver<Msg>, counters: Arc<Counters>) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut acks = Vec::new();
     // After a shutdown message the receiver is closed: recv() still hands out what was queued
@@ -206,7 +268,7 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Msg>, counters: Arc<Counters>) {
         if !jobs.is_empty() {
             let (ops, replies): (Vec<Op>, Vec<Reply>) =
                 jobs.drain(..).map(|j| (j.op, j.reply)).unzip();
-            let results = commit_group(&db, &ops, &counters).await;
+            let results = commit_group(&mut db, &ops, &counters).await;
             for (reply, result) in replies.into_iter().zip(results) {
                 // A caller that gave up waiting is no error: its write is committed anyway.
                 let _ = reply.send(result);
@@ -236,15 +298,36 @@ fn take(
 enum Failed {
     /// Nothing was committed; writing again is safe.
     BeforeCommit(sqlx::Error),
+    /// A counted insert met a taken key; nothing was committed.
+    Conflict,
     /// COMMIT itself failed; the outcome is unknown.
     Commit(sqlx::Error),
 }
 
 /// Writes `ops` in one transaction and returns one result per op, in order.
-async fn commit_group(db: &Db, ops: &[Op], counters: &Counters) -> Vec<Result<bool, StoreError>> {
+async fn commit_group(
+    db: &mut Db,
+    ops: &[Op],
+    counters: &Counters,
+) -> Vec<Result<bool, StoreError>> {
     counters.batches.fetch_add(1, Ordering::Relaxed);
     counters.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
-    match in_one_transaction(db, ops).await {
+    let outcome = match db.own.as_mut() {
+        Some(own) => match own.get().await {
+            Ok(conn) => in_one_transaction(conn, db.backend, ops).await,
+            Err(e) => Err(Failed::BeforeCommit(e)),
+        },
+        None => match db.pool.acquire().await {
+            Ok(mut conn) => in_one_transaction(&mut conn, db.backend, ops).await,
+            Err(e) => Err(Failed::BeforeCommit(e)),
+        },
+    };
+    if let (Some(own), Err(Failed::BeforeCommit(e) | Failed::Commit(e))) =
+        (db.own.as_mut(), &outcome)
+    {
+        own.forget_if_broken(e);
+    }
+    match outcome {
         Ok(results) => results,
         Err(Failed::Commit(e)) => {
             tracing::error!(error = %e, ops = ops.len(), "store: committing a group of writes failed");
@@ -261,9 +344,11 @@ async fn commit_group(db: &Db, ops: &[Op], counters: &Counters) -> Vec<Result<bo
         Err(Failed::BeforeCommit(e)) if ops.len() == 1 => {
             vec![Err(StoreError::query(ops[0].describe(), e))]
         }
-        Err(Failed::BeforeCommit(e)) => {
-            tracing::warn!(error = %e, ops = ops.len(), "store: a grouped write failed; writing each op on its own");
-            counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+        Err(failed) => {
+            if let Failed::BeforeCommit(e) = &failed {
+                tracing::warn!(error = %e, ops = ops.len(), "store: a grouped write failed; writing each op on its own");
+                counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+            }
             let mut results = Vec::with_capacity(ops.len());
             for op in ops {
                 results.push(alone(db, op).await);
@@ -273,30 +358,57 @@ async fn commit_group(db: &Db, ops: &[Op], counters: &Counters) -> Vec<Result<bo
     }
 }
 
-async fn in_one_transaction(db: &Db, ops: &[Op]) -> Result<Vec<Result<bool, StoreError>>, Failed> {
-    let mut tx = db.pool.begin().await.map_err(Failed::BeforeCommit)?;
+async fn in_one_transaction(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ops: &[Op],
+) -> Result<Vec<Result<bool, StoreError>>, Failed> {
+    let mut tx = conn.begin().await.map_err(Failed::BeforeCommit)?;
     // On error `tx` is dropped here, which rolls it back.
-    let results = apply(&mut tx, db.backend, ops)
+    let results = apply(&mut tx, backend, ops, Check::Count)
         .await
-        .map_err(Failed::BeforeCommit)?;
+        .map_err(|e| match e {
+            ApplyError::Sql(e) => Failed::BeforeCommit(e),
+            ApplyError::Conflict => Failed::Conflict,
+        })?;
     tx.commit().await.map_err(Failed::Commit)?;
     Ok(results)
 }
 
-/// Writes one op in its own (autocommit) statement.
-async fn alone(db: &Db, op: &Op) -> Result<bool, StoreError> {
-    let mut conn = db
-        .pool
-        .acquire()
-        .await
-        .map_err(|e| StoreError::query(op.describe(), e))?;
-    let results = apply(&mut conn, db.backend, std::slice::from_ref(op))
-        .await
-        .map_err(|e| StoreError::query(op.describe(), e))?;
+/// Writes one op in its own (autocommit) statement, asking which rows went in.
+async fn alone(db: &mut Db, op: &Op) -> Result<bool, StoreError> {
+    let describe = |e| StoreError::query(op.describe(), e);
+    let one = std::slice::from_ref(op);
+    let results = match db.own.as_mut() {
+        Some(own) => {
+            let conn = own.get().await.map_err(describe)?;
+            apply(conn, db.backend, one, Check::Returning).await
+        }
+        None => {
+            let mut conn = db.pool.acquire().await.map_err(describe)?;
+            apply(&mut conn, db.backend, one, Check::Returning).await
+        }
+    };
+    let results = results.map_err(|e| match e {
+        ApplyError::Sql(e) => describe(e),
+        ApplyError::Conflict => StoreError::Conflict {
+            what: op.describe(),
+        },
+    })?;
     results
         .into_iter()
         .next()
         .unwrap_or_else(|| op.when_not_inserted())
+}
+
+/// How an insert learns which rows went in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// `RETURNING` the keys: exact, but every row comes back through the driver.
+    Returning,
+    /// Only the count, where a taken key is rare: one answer per statement. A short count is
+    /// [`ApplyError::Conflict`].
+    Count,
 }
 
 /// Runs the inserts of `ops`, grouped by table, on `conn`. Each op's result starts as "not
@@ -306,7 +418,8 @@ async fn apply(
     conn: &mut AnyConnection,
     backend: Backend,
     ops: &[Op],
-) -> Result<Vec<Result<bool, StoreError>>, sqlx::Error> {
+    check: Check,
+) -> Result<Vec<Result<bool, StoreError>>, ApplyError> {
     let mut results: Vec<Result<bool, StoreError>> =
         ops.iter().map(Op::when_not_inserted).collect();
 
@@ -339,50 +452,107 @@ async fn apply(
         }
     }
 
-    let nonce_head = "INSERT INTO nonces (key_id, nonce, ts) VALUES ";
     // No conflict target: the key is (key_id, nonce) on PostgreSQL and (ts, key_id, nonce) on
-    // SQLite (see migration 0003).
-    let nonce_tail = " ON CONFLICT DO NOTHING RETURNING key_id, nonce";
-    for row in insert_returning(
-        conn, backend, &nonces, nonce_head, 3, nonce_tail, bind_nonce,
-    )
-    .await?
-    {
-        let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
-        if let Some(&i) = nonce_first.get(&(key.0.as_str(), key.1.as_str())) {
+    // SQLite (see migration 0003). On PostgreSQL, the authority on replays, a taken nonce is an
+    // expected answer, so it is always asked for by key.
+    let nonce_check = if backend == Backend::Sqlite {
+        check
+    } else {
+        Check::Returning
+    };
+    let nonce_head = "INSERT INTO nonces (key_id, nonce, ts) VALUES ";
+    let nonce_tail = " ON CONFLICT DO NOTHING";
+    if nonce_check == Check::Count {
+        counted(
+            conn, backend, &nonces, nonce_head, 3, nonce_tail, bind_nonce,
+        )
+        .await?;
+        for &i in nonce_first.values() {
             results[i] = Ok(true);
+        }
+    } else {
+        let tail = format!("{nonce_tail} RETURNING key_id, nonce");
+        for row in
+            insert_returning(conn, backend, &nonces, nonce_head, 3, &tail, bind_nonce).await?
+        {
+            let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            if let Some(&i) = nonce_first.get(&(key.0.as_str(), key.1.as_str())) {
+                results[i] = Ok(true);
+            }
         }
     }
 
     let task_head = concat!("INSERT INTO gateway_tasks (", task_columns!(), ") VALUES ");
-    let task_tail = " ON CONFLICT (id) DO NOTHING RETURNING id";
-    for row in insert_returning(conn, backend, &tasks, task_head, 16, task_tail, bind_task).await? {
-        let id: String = row.try_get(0)?;
-        if let Some(&i) = task_first.get(id.as_str()) {
+    let task_tail = " ON CONFLICT (id) DO NOTHING";
+    if check == Check::Count {
+        counted(conn, backend, &tasks, task_head, 16, task_tail, bind_task).await?;
+        for &i in task_first.values() {
             results[i] = Ok(true);
+        }
+    } else {
+        let tail = format!("{task_tail} RETURNING id");
+        for row in insert_returning(conn, backend, &tasks, task_head, 16, &tail, bind_task).await? {
+            let id: String = row.try_get(0)?;
+            if let Some(&i) = task_first.get(id.as_str()) {
+                results[i] = Ok(true);
+            }
         }
     }
 
     let event_head = concat!("INSERT INTO events (", event_columns!(), ") VALUES ");
-    let event_tail = " ON CONFLICT (id) DO NOTHING RETURNING id";
-    for row in insert_returning(
-        conn, backend, &events, event_head, 6, event_tail, bind_event,
-    )
-    .await?
-    {
-        let id: i64 = row.try_get(0)?;
-        if let Some(&i) = event_first.get(&id) {
+    let event_tail = " ON CONFLICT (id) DO NOTHING";
+    if check == Check::Count {
+        counted(
+            conn, backend, &events, event_head, 6, event_tail, bind_event,
+        )
+        .await?;
+        for &i in event_first.values() {
             results[i] = Ok(true);
+        }
+    } else {
+        let tail = format!("{event_tail} RETURNING id");
+        for row in
+            insert_returning(conn, backend, &events, event_head, 6, &tail, bind_event).await?
+        {
+            let id: i64 = row.try_get(0)?;
+            if let Some(&i) = event_first.get(&id) {
+                results[i] = Ok(true);
+            }
         }
     }
     Ok(results)
 }
 
+/// Multi-row insert of `rows` that only counts: every row must go in, else
+/// [`ApplyError::Conflict`] (the caller rolls back and asks row by row).
+async fn counted<T>(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    rows: &[&T],
+    head: &str,
+    columns: usize,
+    tail: &str,
+    bind: for<'q> fn(AnyQuery<'q>, &T) -> AnyQuery<'q>,
+) -> Result<(), ApplyError> {
+    let mut written = 0u64;
+    for chunk in chunks(rows) {
+        let query = bound(
+            values_sql(backend, head, columns, chunk.len(), tail),
+            chunk,
+            bind,
+        );
+        written += query.execute(&mut *conn).await?.rows_affected();
+    }
+    if written == rows.len() as u64 {
+        Ok(())
+    } else {
+        Err(ApplyError::Conflict)
+    }
+}
+
 type AnyQuery<'q> = sqlx::query::Query<'q, Any, AnyArguments>;
 
-/// Multi-row insert of `rows` with `RETURNING`; returns the returned rows. Rows go in chunks
-/// whose sizes are powers of two, so each table needs at most ten distinct statements and
-/// they all stay in the connection's prepared-statement cache.
+/// Multi-row insert of `rows` with `RETURNING`; returns the returned rows.
 async fn insert_returning<T>(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -393,20 +563,40 @@ async fn insert_returning<T>(
     bind: for<'q> fn(AnyQuery<'q>, &T) -> AnyQuery<'q>,
 ) -> Result<Vec<AnyRow>, sqlx::Error> {
     let mut returned = Vec::with_capacity(rows.len());
-    let mut rest = rows;
-    while !rest.is_empty() {
-        let size = (1usize << rest.len().ilog2()).min(MAX_BATCH);
-        let (chunk, tail_rows) = rest.split_at(size);
-        rest = tail_rows;
-        let mut query = sqlx::query(AssertSqlSafe(values_sql(
-            backend, head, columns, size, tail,
-        )));
-        for row in chunk {
-            query = bind(query, row);
-        }
+    for chunk in chunks(rows) {
+        let query = bound(
+            values_sql(backend, head, columns, chunk.len(), tail),
+            chunk,
+            bind,
+        );
         returned.extend(query.fetch_all(&mut *conn).await?);
     }
     Ok(returned)
+}
+
+/// `rows` in chunks whose sizes are powers of two (at most [`MAX_BATCH`]), so each table needs
+/// at most ten distinct statements and they all stay in the prepared-statement cache.
+fn chunks<'a, T>(mut rest: &'a [&'a T]) -> impl Iterator<Item = &'a [&'a T]> {
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let size = (1usize << rest.len().ilog2()).min(MAX_BATCH);
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// `sql` with every row of `chunk` bound in order.
+fn bound<'q, T>(
+    sql: String,
+    chunk: &[&T],
+    bind: for<'b> fn(AnyQuery<'b>, &T) -> AnyQuery<'b>,
+) -> AnyQuery<'q> {
+    chunk
+        .iter()
+        .fold(sqlx::query(AssertSqlSafe(sql)), |q, row| bind(q, row))
 }
 
 /// `head ($1,$2),($3,$4) tail` for `rows` rows of `columns` placeholders (`?` on SQLite, see
@@ -532,6 +722,7 @@ mod tests {
         let db = Db {
             pool: store.inner.pool.clone(),
             backend: store.inner.backend,
+            own: None,
         };
         run(db, rx, Arc::clone(&counters)).await;
         let mut results = Vec::new();
