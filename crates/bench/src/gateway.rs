@@ -68,6 +68,8 @@ struct Measured {
     wrk: Result<Load>,
     health: Load,
     signed: Load,
+    /// Signed /plan at fewer connections: (connections, load).
+    signed_sweep: Vec<(usize, Load)>,
     bearer_plan: Load,
     fanout: Result<Fanout>,
 }
@@ -106,6 +108,20 @@ async fn measure(inst: &Instance, opts: &Options) -> Result<Measured> {
     let health = load::load(c, Target::BearerHealth, opts, pid).await?;
     eprintln!("gateway: Rust client signed POST /plan …");
     let signed = load::load(c, Target::SignedPlan, opts, pid).await?;
+    // Latency grows with the connections kept busy (Little's law), so the p99 target is also
+    // looked for at lower concurrency.
+    let mut signed_sweep = Vec::new();
+    for connections in [16, 32].into_iter().filter(|n| *n < opts.connections) {
+        eprintln!("gateway: Rust client signed POST /plan, {connections} connections …");
+        let fewer = Options {
+            connections,
+            ..opts.clone()
+        };
+        signed_sweep.push((
+            connections,
+            load::load(c, Target::SignedPlan, &fewer, pid).await?,
+        ));
+    }
     eprintln!("gateway: Rust client bearer POST /plan …");
     let bearer_plan = load::load(c, Target::BearerPlan, opts, pid).await?;
     eprintln!("gateway: SSE fan-out to {} subscribers …", opts.subscribers);
@@ -115,6 +131,7 @@ async fn measure(inst: &Instance, opts: &Options) -> Result<Measured> {
         wrk,
         health,
         signed,
+        signed_sweep,
         bearer_plan,
         fanout,
     })
