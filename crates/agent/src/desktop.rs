@@ -66,6 +66,38 @@ pub enum DesktopError {
     },
 }
 
+/// The desktop's event stream, one event at a time.
+///
+/// Read by hand rather than with an SSE crate: it is our own daemon's stream, one JSON `data:`
+/// line per event, and the rest (ids, keep-alive comments) is skipped.
+pub struct DesktopEvents {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+}
+
+impl DesktopEvents {
+    /// The next event; `None` when the stream ends. Events this version does not know are
+    /// skipped.
+    pub async fn next(&mut self) -> Option<bytebot_protocol::DesktopEvent> {
+        loop {
+            if let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line);
+                if let Some(data) = line.trim_end().strip_prefix("data:")
+                    && let Ok(event) = serde_json::from_str(data.trim_start())
+                {
+                    return Some(event);
+                }
+                continue;
+            }
+            match self.resp.chunk().await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk),
+                _ => return None,
+            }
+        }
+    }
+}
+
 /// Client for one desktop daemon.
 #[derive(Clone)]
 pub struct DesktopClient {
@@ -307,6 +339,44 @@ impl DesktopClient {
         )
         .await
         .map(drop)
+    }
+
+    /// Switches the recording of a person's input on or off.
+    pub async fn input_tracking(&self, on: bool) -> Result<(), DesktopError> {
+        let path = if on {
+            "/v1/input-tracking/start"
+        } else {
+            "/v1/input-tracking/stop"
+        };
+        self.call(Method::POST, path, None, None, "switching input tracking")
+            .await
+            .map(drop)
+    }
+
+    /// The desktop's live event stream (`GET /v1/events`): a person's input while tracking is
+    /// on, among others.
+    pub async fn events(&self) -> Result<DesktopEvents, DesktopError> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/events", self.base))
+            .bearer_auth(&self.token)
+            // A stream stays open as long as it is read; the client's request timeout is for
+            // answers.
+            .timeout(Duration::from_secs(30 * 24 * 3600))
+            .send()
+            .await
+            .map_err(|source| self.unreachable(source))?;
+        if !resp.status().is_success() {
+            return Err(DesktopError::Refused {
+                what: "reading the desktop's events".into(),
+                status: resp.status(),
+                message: resp.text().await.unwrap_or_default(),
+            });
+        }
+        Ok(DesktopEvents {
+            resp,
+            buf: Vec::new(),
+        })
     }
 
     /// Waits until the screen stops changing (bounded by the desktop).

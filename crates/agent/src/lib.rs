@@ -17,6 +17,7 @@ pub mod providers;
 pub mod runner;
 pub mod screen;
 pub mod service;
+pub mod takeover;
 pub mod tools;
 pub mod webhook;
 pub mod worker;

@@ -171,7 +171,12 @@ impl Run<'_> {
             let text = if history.is_empty() {
                 task.description.clone()
             } else {
-                RESUMED.to_string()
+                let mut text = RESUMED.to_string();
+                if let Some(done) = self.persons_input(&task.model).await? {
+                    text.push(' ');
+                    text.push_str(&done);
+                }
+                text
             };
             let m = user(vec![
                 Block::Text { text },
@@ -885,6 +890,16 @@ impl Run<'_> {
             )),
         )
         .await
+    }
+
+    /// What a person did since they last took the task over, in `model`'s image coordinates.
+    async fn persons_input(&self, model: &str) -> Result<Option<String>, RunError> {
+        let events = self.agent.task_events(&self.task_id).await?;
+        let scale = match self.agent.catalog.model(model).cloned() {
+            Some(spec) => Some(self.scale_for(&spec).await?),
+            None => None,
+        };
+        Ok(crate::takeover::describe(&events, scale))
     }
 
     /// Writes the final status (fenced on our lease) and tells the stream and the webhook.

@@ -371,37 +371,47 @@ impl Agent {
     /// to ask about, whether a person approved after the last question (a `safety_ack` event
     /// after the last `safety_check` event), and the question still waiting for an answer.
     pub async fn safety_state(&self, task_id: &str) -> Result<SafetyState, AgentStoreError> {
-        const PAGE: u32 = 1000;
         let mut state = SafetyState::default();
-        let (mut asked_at, mut approved_at, mut resumed_at, mut after) = (0, 0, 0, 0);
+        let (mut asked_at, mut approved_at, mut resumed_at) = (0, 0, 0);
+        for r in self.task_events(task_id).await? {
+            match r.kind.as_str() {
+                "safety_check" => {
+                    asked_at = r.id;
+                    if let Some(id) = r.data["call_id"].as_str() {
+                        state.asked.insert(id.to_string());
+                    }
+                    state.pending = Some(r.data);
+                }
+                "safety_ack" => approved_at = r.id,
+                // Resume and take-over both answer whatever was asked before them.
+                "control" => resumed_at = r.id,
+                _ => {}
+            }
+        }
+        state.approved = approved_at > asked_at;
+        if resumed_at > asked_at {
+            state.pending = None;
+        }
+        Ok(state)
+    }
+
+    /// Every stored event of a task, oldest first.
+    pub async fn task_events(
+        &self,
+        task_id: &str,
+    ) -> Result<Vec<bytebot_store::TaskEventRow>, AgentStoreError> {
+        const PAGE: u32 = 1000;
+        let mut all = Vec::new();
         loop {
+            let after = all.last().map_or(0, |r: &bytebot_store::TaskEventRow| r.id);
             let rows = self
                 .store
                 .task_events_after(Some(task_id), after, PAGE)
                 .await?;
             let n = rows.len();
-            for r in rows {
-                after = r.id;
-                match r.kind.as_str() {
-                    "safety_check" => {
-                        asked_at = r.id;
-                        if let Some(id) = r.data["call_id"].as_str() {
-                            state.asked.insert(id.to_string());
-                        }
-                        state.pending = Some(r.data);
-                    }
-                    "safety_ack" => approved_at = r.id,
-                    // Resume and take-over both answer whatever was asked before them.
-                    "control" => resumed_at = r.id,
-                    _ => {}
-                }
-            }
+            all.extend(rows);
             if n < PAGE as usize {
-                state.approved = approved_at > asked_at;
-                if resumed_at > asked_at {
-                    state.pending = None;
-                }
-                return Ok(state);
+                return Ok(all);
             }
         }
     }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytebot_protocol::Control;
 use tokio::sync::watch;
 
 use crate::desktop::DesktopClient;
@@ -115,6 +116,16 @@ pub async fn work(
                 tracing::info!(worker = %worker, task = %id, why, "run stopped");
                 if let Err(e) = agent.store.release_task(&id, &worker).await {
                     tracing::debug!(task = %id, error = %e, "release after stop");
+                }
+                // Taken over: the desktop is the person's until they hand back; recording what
+                // they do, and running nothing else on it.
+                let taken = matches!(
+                    agent.store.get_agent_task(&id).await,
+                    Ok(Some(t)) if t.control == Control::User && !t.status.is_terminal()
+                );
+                if taken {
+                    tracing::info!(worker = %worker, task = %id, "a person has the desktop");
+                    crate::takeover::hold(&agent, &desktop, &id, &mut shutdown).await;
                 }
             }
             Err(e) => {
