@@ -25,7 +25,7 @@ use futures_util::stream::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::service::{Agent, TaskEvent, TaskRequest, parse_rfc3339_ms};
+use crate::service::{Agent, TaskEvent, TaskRequest, Upload, parse_rfc3339_ms};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -104,10 +104,18 @@ impl IntoResponse for ApiError {
 /// The routes, behind the token check.
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/tasks", post(create_task).get(list_tasks))
+        .route(
+            "/tasks",
+            post(create_task)
+                .get(list_tasks)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    MAX_UPLOAD_BYTES + 64 * 1024,
+                )),
+        )
         .route("/tasks/models", get(models))
         .route("/tasks/{id}", get(get_task).delete(delete_task))
         .route("/tasks/{id}/messages", get(messages))
+        .route("/tasks/{id}/files/{file}", get(task_file))
         .route("/tasks/{id}/takeover", post(take_over))
         .route("/tasks/{id}/resume", post(resume))
         .route("/tasks/{id}/cancel", post(cancel))
@@ -192,13 +200,154 @@ struct CreateBody {
     scheduled_for: Option<String>,
 }
 
-async fn create_task(State(s): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(&body);
-    let b: CreateBody = serde_path_to_error::deserialize(de).map_err(|e| {
+/// Largest `POST /tasks` body with files (all files together, plus the fields).
+pub const MAX_UPLOAD_BYTES: usize = 100 * 1024 * 1024;
+/// Most files one task may bring.
+const MAX_FILES: usize = 20;
+/// Largest JSON body (a description is at most 20,000 bytes).
+const MAX_JSON_BYTES: usize = 1024 * 1024;
+
+/// `POST /tasks`: a JSON body, or `multipart/form-data` with the same fields as text parts and
+/// the task's files as file parts (as Bytebot's UI sends them).
+async fn create_task(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
+    use axum::extract::FromRequest;
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let (b, files) = if multipart {
+        let form = axum::extract::Multipart::from_request(req, &())
+            .await
+            .map_err(|e| {
+                ApiError::invalid("body", format!("not a readable multipart form: {e}"))
+            })?;
+        read_form(form).await?
+    } else {
+        let body = Bytes::from_request(req, &())
+            .await
+            .map_err(|e| ApiError::invalid("body", format!("cannot read the body: {e}")))?;
+        if body.len() > MAX_JSON_BYTES {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "a JSON task body is at most 1 MiB; send files as multipart/form-data",
+            ));
+        }
+        let de = &mut serde_json::Deserializer::from_slice(&body);
+        (parse_create(de)?, Vec::new())
+    };
+    let request = check_create(b)?;
+    let task = s
+        .agent
+        .create_with_files(request, files)
+        .await
+        .map_err(|e| ApiError::invalid("model", e))?;
+    Ok((StatusCode::CREATED, Json(task)).into_response())
+}
+
+fn parse_create<'de, D: serde::Deserializer<'de>>(de: D) -> Result<CreateBody, ApiError>
+where
+    D::Error: std::fmt::Display,
+{
+    serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { "body".to_string() } else { path };
         ApiError::invalid(&field, format!("{}; expected {{\"description\": \"…\", \"model\"?, \"priority\"?: LOW|MEDIUM|HIGH|URGENT, \"type\"?: IMMEDIATE|SCHEDULED, \"scheduledFor\"?: RFC 3339}}", e.inner()))
-    })?;
+    })
+}
+
+/// The text parts become the JSON body's fields (a `model` part may be Bytebot's JSON
+/// object); parts with a file name are the task's files.
+async fn read_form(
+    mut form: axum::extract::Multipart,
+) -> Result<(CreateBody, Vec<Upload>), ApiError> {
+    let mut fields = serde_json::Map::new();
+    let mut files = Vec::new();
+    let mut total = 0usize;
+    loop {
+        let field = form
+            .next_field()
+            .await
+            .map_err(|e| upload_error(&e.to_string()))?;
+        let Some(field) = field else { break };
+        let part = field.name().unwrap_or_default().to_string();
+        if let Some(raw_name) = field.file_name().map(str::to_string) {
+            if files.len() == MAX_FILES {
+                return Err(ApiError::invalid(
+                    &part,
+                    format!("at most {MAX_FILES} files per task"),
+                ));
+            }
+            let name = upload_name(&raw_name).map_err(|why| ApiError::invalid(&part, why))?;
+            let media_type = field
+                .content_type()
+                .unwrap_or("application/octet-stream")
+                .to_string();
+            let bytes = field
+                .bytes()
+                .await
+                .map_err(|e| upload_error(&e.to_string()))?;
+            total += bytes.len();
+            files.push(Upload {
+                name,
+                media_type,
+                bytes: bytes.to_vec(),
+            });
+        } else {
+            let text = field
+                .text()
+                .await
+                .map_err(|e| ApiError::invalid(&part, format!("is not UTF-8 text: {e}")))?;
+            total += text.len();
+            let value = match part.as_str() {
+                "model" if text.trim_start().starts_with('{') => serde_json::from_str(&text)
+                    .map_err(|e| ApiError::invalid("model", format!("is not JSON: {e}")))?,
+                _ => Value::String(text),
+            };
+            fields.insert(part, value);
+        }
+        if total > MAX_UPLOAD_BYTES {
+            return Err(upload_error("length limit exceeded"));
+        }
+    }
+    let body = parse_create(Value::Object(fields))?;
+    Ok((body, files))
+}
+
+fn upload_error(why: &str) -> ApiError {
+    if why.contains("limit") {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "the files of one task may be {} MiB in all",
+                MAX_UPLOAD_BYTES >> 20
+            ),
+        )
+    } else {
+        ApiError::invalid("body", format!("the multipart form is broken: {why}"))
+    }
+}
+
+/// A safe file name from an uploaded one: its last path component, without control
+/// characters, not `.` or `..`, at most 255 bytes.
+fn upload_name(raw: &str) -> Result<String, String> {
+    let name = raw.rsplit(['/', '\\']).next().unwrap_or_default().trim();
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(format!("the file name {raw:?} names no file"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("the file name {raw:?} has control characters"));
+    }
+    if name.len() > 255 {
+        return Err("a file name is at most 255 bytes".into());
+    }
+    Ok(name.to_string())
+}
+
+/// Checks a create body and turns it into a request.
+fn check_create(b: CreateBody) -> Result<TaskRequest, ApiError> {
     if b.description.trim().is_empty() {
         return Err(ApiError::invalid(
             "description",
@@ -237,19 +386,14 @@ async fn create_task(State(s): State<ApiState>, body: Bytes) -> Result<Response,
         }
         _ => {}
     }
-    let task = s
-        .agent
-        .create(TaskRequest {
-            description: b.description,
-            model,
-            priority,
-            scheduled_for,
-            created_by: "local".into(),
-            parent_id: None,
-        })
-        .await
-        .map_err(|e| ApiError::invalid("model", e))?;
-    Ok((StatusCode::CREATED, Json(task)).into_response())
+    Ok(TaskRequest {
+        description: b.description,
+        model,
+        priority,
+        scheduled_for,
+        created_by: "local".into(),
+        parent_id: None,
+    })
 }
 
 /// `GET /tasks` query.
@@ -341,9 +485,72 @@ async fn get_task(State(s): State<ApiState>, Path(id): Path<String>) -> Result<R
         )
     })?;
     let usage = s.agent.store.usage_by_model(&id).await?;
+    let files: Vec<Value> = s
+        .agent
+        .store
+        .task_files(&id)
+        .await?
+        .into_iter()
+        .map(|f| json!({"id": f.id, "name": f.name, "mediaType": f.media_type, "size": f.size, "sha256": f.sha256}))
+        .collect();
     let mut v = serde_json::to_value(&task).unwrap_or(Value::Null);
     v["usage_by_model"] = serde_json::to_value(usage).unwrap_or(Value::Null);
+    v["files"] = Value::Array(files);
     Ok(Json(v).into_response())
+}
+
+/// `GET /tasks/{id}/files/{file}`: a file given with the task, as it was uploaded.
+async fn task_file(
+    State(s): State<ApiState>,
+    Path((id, file)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let missing = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("task {id:?} has no file {file:?}"),
+        )
+    };
+    let row = s
+        .agent
+        .store
+        .get_task_file(&file)
+        .await?
+        .filter(|f| f.task_id == id)
+        .ok_or_else(missing)?;
+    let bytes = s.agent.blobs.get(&row.blob_key).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "blob_unavailable",
+            format!("cannot read the file's bytes: {e}"),
+        )
+    })?;
+    // Served as a download, never rendered: an uploaded HTML file must not run in our origin.
+    // An ASCII name for old clients, the exact one (RFC 6266 / 5987) for the rest.
+    let ascii: String = row
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let disposition = format!(
+        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",
+        crate::desktop::encode_query(&row.name).replace('/', "%2F")
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 /// `GET /tasks/{id}/messages` query.

@@ -451,7 +451,7 @@ impl DesktopClient {
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters pass).
-fn encode_query(value: &str) -> String {
+pub(crate) fn encode_query(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {

@@ -169,7 +169,12 @@ impl Run<'_> {
             // it is now, not as the history last showed it.
             let shot = self.screenshot().await?;
             let text = if history.is_empty() {
-                task.description.clone()
+                let mut text = task.description.clone();
+                if let Some(files) = self.place_files().await? {
+                    text.push_str("\n\n");
+                    text.push_str(&files);
+                }
+                text
             } else {
                 let mut text = RESUMED.to_string();
                 if let Some(done) = self.persons_input(&task.model).await? {
@@ -890,6 +895,28 @@ impl Run<'_> {
             )),
         )
         .await
+    }
+
+    /// Copies the files given with the task into the desktop's workspace (`uploads/<task>/`)
+    /// and says where they are; `None` when there are none.
+    async fn place_files(&self) -> Result<Option<String>, RunError> {
+        let files = self.agent.store.task_files(&self.task_id).await?;
+        if files.is_empty() {
+            return Ok(None);
+        }
+        let folder = format!("uploads/{}", self.task_id);
+        let mut listed = Vec::new();
+        for f in &files {
+            let bytes = self.agent.blobs.get(&f.blob_key).await?;
+            self.desktop
+                .write_file(&format!("{folder}/{}", f.name), bytes)
+                .await?;
+            listed.push(format!("{} ({} bytes, {})", f.name, f.size, f.media_type));
+        }
+        Ok(Some(format!(
+            "Files given with this task are in the workspace folder {folder}/: {}. read_file reads text files there.",
+            listed.join(", ")
+        )))
     }
 
     /// What a person did since they last took the task over, in `model`'s image coordinates.

@@ -73,6 +73,17 @@ impl std::fmt::Debug for Agent {
     }
 }
 
+/// A file given with a new task (the API checked its name and size).
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// Its name: a plain file name, no folders.
+    pub name: String,
+    /// Its content type.
+    pub media_type: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
 /// A request to create a task, checked by the API.
 #[derive(Debug, Clone)]
 pub struct TaskRequest {
@@ -150,6 +161,74 @@ impl Agent {
 
     /// Queues a new task. Unknown models get an error naming the configured ones.
     pub async fn create(&self, req: TaskRequest) -> Result<AgentTask, String> {
+        self.create_with_files(req, Vec::new()).await
+    }
+
+    /// Queues a new task with files for it. The bytes go to the blob store and each file gets a
+    /// row; no worker sees the task before all of them are recorded (it is created under a
+    /// person's control and handed to the assistant last), and a failure removes what was
+    /// written.
+    pub async fn create_with_files(
+        &self,
+        req: TaskRequest,
+        files: Vec<Upload>,
+    ) -> Result<AgentTask, String> {
+        if files.is_empty() {
+            return self.insert_task(req, None, Control::Assistant).await;
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        self.insert_task(req, Some(id.clone()), Control::User)
+            .await?;
+        if let Err(e) = self.record_files(&id, files).await {
+            if let Ok(keys) = self.store.delete_agent_task(&id).await {
+                for key in keys {
+                    let _ = self.blobs.delete(&key).await;
+                }
+            }
+            let _ = self.blobs.delete_prefix(&format!("tasks/{id}/")).await;
+            return Err(e);
+        }
+        let task = self
+            .store
+            .set_task_control(&id, Control::Assistant)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.queued.notify_waiters();
+        Ok(task)
+    }
+
+    async fn record_files(&self, task_id: &str, files: Vec<Upload>) -> Result<(), String> {
+        for f in files {
+            let file_id = uuid::Uuid::now_v7().to_string();
+            let key = format!("tasks/{task_id}/files/{file_id}");
+            let size = f.bytes.len() as i64;
+            let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&f.bytes));
+            self.blobs
+                .put(&key, f.bytes)
+                .await
+                .map_err(|e| format!("cannot store the file {:?}: {e}", f.name))?;
+            self.store
+                .insert_task_file(&bytebot_store::NewTaskFile {
+                    id: Some(file_id),
+                    task_id: task_id.to_string(),
+                    name: f.name,
+                    media_type: f.media_type,
+                    size,
+                    sha256,
+                    blob_key: key,
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    async fn insert_task(
+        &self,
+        req: TaskRequest,
+        id: Option<String>,
+        control: Control,
+    ) -> Result<AgentTask, String> {
         let model = match req.model {
             Some(m) => m,
             None => self.catalog.default_model.clone().ok_or_else(|| {
@@ -165,7 +244,7 @@ impl Agent {
         let task = self
             .store
             .insert_agent_task(&NewAgentTask {
-                id: None,
+                id,
                 description: req.description,
                 priority: req.priority,
                 task_type: if req.scheduled_for.is_some() {
@@ -175,7 +254,7 @@ impl Agent {
                 },
                 scheduled_for: req.scheduled_for,
                 model,
-                control: Control::Assistant,
+                control,
                 fallback_models: Vec::new(),
                 created_by: req.created_by,
                 parent_id: req.parent_id,

@@ -59,6 +59,7 @@ fn spec(ws: &Path, argv: &[&str]) -> SandboxSpec {
     SandboxSpec {
         argv: argv.iter().map(OsString::from).collect(),
         workspace: ws.to_path_buf(),
+        cwd: None,
         env: vec![("LANG".into(), "C.UTF-8".into())],
         proxy: None,
         read_only: vec![],

@@ -58,6 +58,15 @@ pub async fn build(
     let mut gw_config = config.gateway.clone();
     gw_config.listen = listen;
     gw_config.desktop_url = desktop_url.to_string();
+    // `run` executes in the bottle, whose in-sandbox init is this executable's hidden
+    // `__bottle-init` subcommand.
+    match crate::bottle::init_argv() {
+        Ok(init) => gw_config.bottle_init = init,
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot find the bytebot executable for the bottle's init; the run intent will be refused"
+        ),
+    }
     let paths = Paths {
         data_dir: config.data_dir.clone(),
         workspace: config.workspace(),

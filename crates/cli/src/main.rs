@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 bad command line or config.
 
 mod agent;
+mod bottle;
 mod config;
 mod gateway;
 mod task;
@@ -40,6 +41,8 @@ const EXAMPLES: &str = "Examples:
   bytebot task list --status RUNNING      list tasks
   bytebot -c bytebot.toml mcp             serve the MCP tools on stdio (for Claude Desktop and other MCP clients)
   bytebot config check -c bytebot.toml    validate a config file and print the result
+  bytebot bottle run --policy coding-agent -- npm test   run a command sandboxed, egress audited, record signed
+  bytebot verify ~/.local/share/bytebot/bottle/runs/ID.intoto.jsonl   check a run's signed record offline
 Environment: BYTEBOT_TOKEN sets the token; BYTEBOT_<SECTION>_<KEY> overrides any key (e.g. BYTEBOT_DESKTOP_RESOLUTION=1920x1080).";
 
 #[derive(Debug, Subcommand)]
@@ -60,6 +63,11 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run untrusted commands sandboxed: egress only through an auditing proxy that holds the secrets.
+    #[command(subcommand)]
+    Bottle(bottle::BottleCommand),
+    /// Check a bottle run's signed provenance record offline and print what ran and what it wrote.
+    Verify(bottle::VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +167,15 @@ enum ConfigCommand {
 }
 
 fn main() {
+    // The sandbox's init (`bytebot __bottle-init …` inside a bottle): before clap, config and
+    // logging, none of which it needs, because its start-up is part of every bottle run's.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == bottle::INIT_SUBCOMMAND)
+    {
+        let args = std::env::args_os().skip(2).collect();
+        std::process::exit(bytebot_bottle::sandbox::init_main(args));
+    }
     let cli = Cli::parse();
     let config = match load_config(cli.config.as_deref()) {
         Ok(c) => c,
@@ -179,6 +196,8 @@ fn main() {
         Command::Mcp(args) => run_mcp(config, args),
         Command::Agent(args) => run_agent(config, args),
         Command::Task(cmd) => run_task(config, cmd),
+        Command::Bottle(cmd) => std::process::exit(bottle::main(&config, cmd)),
+        Command::Verify(args) => std::process::exit(bottle::verify(&config, args)),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -313,6 +313,22 @@ max_long_edge = 1280
 /// Reads `/tasks/{id}/events` (from the start, or after `last_id`) until the task's final
 /// status event.
 async fn read_events(s: &Setup, id: &str, last_id: Option<i64>) -> Vec<Value> {
+    read_events_until(s, id, last_id, "COMPLETED", |e| {
+        e.last()
+            .is_some_and(|e| e["kind"] == "status" && e["data"]["status"] == "COMPLETED")
+    })
+    .await
+}
+
+/// Reads `/tasks/{id}/events` until `done` says the events so far are enough (10 s at most,
+/// then it fails naming `what` it waited for).
+async fn read_events_until(
+    s: &Setup,
+    id: &str,
+    last_id: Option<i64>,
+    what: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let mut req = s
         .http
         .get(format!("{}/tasks/{id}/events", s.agent_url))
@@ -334,16 +350,14 @@ async fn read_events(s: &Setup, id: &str, last_id: Option<i64>) -> Vec<Value> {
         while let Some(end) = buf.find("\n\n") {
             let frame: String = buf.drain(..end + 2).collect();
             if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data:")) {
-                let e: Value = serde_json::from_str(data.trim()).unwrap();
-                let last = e["kind"] == "status" && e["data"]["status"] == "COMPLETED";
-                events.push(e);
-                if last {
+                events.push(serde_json::from_str(data.trim()).unwrap());
+                if done(&events) {
                     return events;
                 }
             }
         }
     }
-    panic!("the stream did not reach COMPLETED: {events:?}");
+    panic!("the stream did not reach {what}: {events:?}");
 }
 
 /// One chat-completions answer with a tool call, as OpenAI documents it.
@@ -850,6 +864,53 @@ async fn take_over_pauses_the_agent_and_hand_back_resumes_with_the_persons_note(
     );
     assert_eq!(s.get(&format!("/tasks/{id}")).await["status"], "PENDING");
 
+    // The person acts on the desktop (an X client of its own, as a VNC viewer would be): the
+    // worker that ran the task records it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let tracking: Value = s
+            .http
+            .get(format!("{}/v1/input-tracking", s.desktop_url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if tracking["tracking"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "input tracking did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if have("xdotool") {
+        let person = Command::new("xdotool")
+            .env("DISPLAY", &s.display)
+            .args([
+                "mousemove",
+                "200",
+                "150",
+                "click",
+                "1",
+                "type",
+                "--delay",
+                "20",
+                "ok",
+            ])
+            .status()
+            .unwrap();
+        assert!(person.success());
+        read_events_until(&s, &id, None, "three person_input events", |e| {
+            e.iter().filter(|e| e["kind"] == "person_input").count() >= 3
+        })
+        .await;
+    } else {
+        eprintln!(
+            "xdotool is missing (apt-get install xdotool): the person's input is not checked"
+        );
+    }
+
     s.fake.push(tool_call(
         "f1",
         "set_task_status",
@@ -873,6 +934,15 @@ async fn take_over_pauses_the_agent_and_hand_back_resumes_with_the_persons_note(
         body.contains("This is the screen now"),
         "with a fresh screenshot"
     );
+    if have("xdotool") {
+        // What the person did, in the model's image coordinates.
+        let (ix, iy) = s.image_point(200, 150).await;
+        assert!(
+            body.contains(&format!("left-clicked at ({ix}, {iy})"))
+                && body.contains("typed \\\"ok\\\""),
+            "{body}"
+        );
+    }
     assert!(
         body.contains("Stopped: the task was cancelled or a person took over"),
         "{body}"
@@ -1485,4 +1555,163 @@ max_long_edge = 1280
         "{refused}"
     );
     assert_eq!(fake.seen().len(), 3, "no model call after the refusal");
+}
+
+/// A `multipart/form-data` body of text `fields` and `(part, file name, content type, bytes)`
+/// files, and its content type.
+fn form(fields: &[(&str, &str)], files: &[(&str, &str, &str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "bytebot-test-boundary-7d1f";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    for (part, file, media, bytes) in files {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{part}\"; filename=\"{file}\"\r\nContent-Type: {media}\r\n\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_uploaded_with_a_task_reach_the_desktop_and_the_model_hears_where() {
+    let Some(s) = Setup::start("").await else {
+        return;
+    };
+    let post_form = async |fields: &[(&str, &str)], files: &[(&str, &str, &str, &[u8])]| {
+        let (content_type, body) = form(fields, files);
+        let r = s
+            .http
+            .post(format!("{}/tasks", s.agent_url))
+            .bearer_auth(TOKEN)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let notes = "first line\nzweite Zeile ✓\n".as_bytes();
+    let png: &[u8] = &[0x89, b'P', b'N', b'G', 0, 1, 2, 3];
+    s.fake.push(tool_call(
+        "u1",
+        "set_task_status",
+        json!({"status": "completed", "message": "read them"}),
+    ));
+    let (st, t) = post_form(
+        &[
+            ("description", "summarise the notes"),
+            (
+                "model",
+                r#"{"provider": "local", "name": "fake", "title": "Fake"}"#,
+            ),
+            ("priority", "HIGH"),
+        ],
+        &[
+            ("files", "notes.txt", "text/plain", notes),
+            // A path in the name is cut to its last part.
+            ("files", "../../etc/pic.png", "image/png", png),
+        ],
+    )
+    .await;
+    assert_eq!(st, 201, "{t}");
+    assert_eq!(t["priority"], "HIGH", "{t}");
+    let id = t["id"].as_str().unwrap().to_string();
+    let done = s.wait_done(&id, 30).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let names: Vec<&str> = done["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["notes.txt", "pic.png"], "{done}");
+    // The bytes are in the desktop's workspace, and the model was told where.
+    let folder = s.dir.path().join("workspace").join("uploads").join(&id);
+    assert_eq!(std::fs::read(folder.join("notes.txt")).unwrap(), notes);
+    assert_eq!(std::fs::read(folder.join("pic.png")).unwrap(), png);
+    let first = s.fake.seen()[0].body.to_string();
+    assert!(
+        first.contains(&format!(
+            "workspace folder uploads/{id}/: notes.txt ({} bytes, text/plain)",
+            notes.len()
+        )),
+        "{first}"
+    );
+    // A file comes back as uploaded, as a download.
+    let file_id = done["files"][0]["id"].as_str().unwrap();
+    let r = s
+        .http
+        .get(format!("{}/tasks/{id}/files/{file_id}", s.agent_url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment"),
+    );
+    assert_eq!(r.bytes().await.unwrap().as_ref(), notes);
+    let r = s
+        .http
+        .get(format!("{}/tasks/{id}/files/nope", s.agent_url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Bad uploads are refused with the part at fault, and create nothing.
+    let before = s.get("/tasks").await["tasks"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let (st, e) = post_form(
+        &[("description", "x")],
+        &[("files", "..", "text/plain", b"x")],
+    )
+    .await;
+    assert_eq!(st, 422, "{e}");
+    assert_eq!(e["error"]["field"], "files", "{e}");
+    let many: Vec<(&str, &str, &str, &[u8])> = (0..21)
+        .map(|_| ("files", "a.txt", "text/plain", &b"a"[..]))
+        .collect();
+    let (st, e) = post_form(&[("description", "x")], &many).await;
+    assert_eq!(st, 422, "{e}");
+    let (st, e) = post_form(
+        &[("priority", "HIGH")],
+        &[("files", "a.txt", "text/plain", b"a")],
+    )
+    .await;
+    assert_eq!(st, 422, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("description"),
+        "{e}"
+    );
+    let (st, e) = s
+        .post(
+            "/tasks",
+            json!({"description": "x".repeat(2 * 1024 * 1024)}),
+        )
+        .await;
+    assert_eq!(st, 413, "{e}");
+    let after = s.get("/tasks").await["tasks"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(before, after, "a refused upload created a task");
 }

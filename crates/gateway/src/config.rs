@@ -1,6 +1,7 @@
 //! The `[gateway]` section of the config file, with defaults and validation.
 
 use serde::Deserialize;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -60,6 +61,13 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Client keys.
     pub keys: Vec<KeyConfig>,
+    /// How the bottle starts its in-sandbox init for `run`: a host program (bound read-only
+    /// into the sandbox) and its leading arguments. Not read from the config file: the program
+    /// that embeds the gateway sets it (`bytebot` passes itself and `__bottle-init`; the
+    /// `bytebot-gateway-bottle-init` binary of this crate takes no leading argument). Left
+    /// empty, `run` is refused at plan time with 503.
+    #[serde(skip)]
+    pub bottle_init: Vec<OsString>,
 }
 
 impl Default for GatewayConfig {
@@ -77,6 +85,7 @@ impl Default for GatewayConfig {
             clock_skew_s: 300,
             max_body_bytes: 1024 * 1024,
             keys: Vec::new(),
+            bottle_init: Vec::new(),
         }
     }
 }

@@ -6,18 +6,21 @@ use crate::artifacts::ArtifactRef;
 use crate::auth::Caller;
 use crate::events::kind;
 use crate::intents::Action;
-use crate::intents::run::{self, RunSpec, Stream};
+use crate::intents::run::{NetworkRules, RunSpec};
 use crate::plan::Plan;
 use crate::service::{Gateway, NextPlan, Observation, PlanRequest};
 use bytebot_protocol::TaskStatus;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// Largest piece of stdout/stderr quoted in an observation; the whole
 /// output is an artifact.
 const QUOTE_BYTES: usize = 16 * 1024;
+
+/// Media type of a provenance artifact: a DSSE envelope around an in-toto statement.
+pub const PROVENANCE_MEDIA_TYPE: &str = bytebot_bottle::provenance::PAYLOAD_TYPE;
 
 /// How a run ended.
 pub struct Outcome {
@@ -92,6 +95,8 @@ impl Executor<'_> {
             .await;
             let action: Result<Action, _> = serde_json::from_value(step.action.clone());
             let result = match action {
+                // A run watches the cancel itself: it stops the sandbox and still records it.
+                Ok(action @ Action::Run { .. }) => self.step(i, &action, &mut artifacts).await,
                 Ok(action) => {
                     let mut cancel = self.cancel.clone();
                     tokio::select! {
@@ -261,7 +266,10 @@ impl Executor<'_> {
                 timeout_s,
                 memory_mb,
                 max_output_bytes,
-                ..
+                processes,
+                network: _,
+                network_allow,
+                network_private,
             } => {
                 let spec = RunSpec {
                     argv: argv.clone(),
@@ -271,6 +279,11 @@ impl Executor<'_> {
                     timeout: Duration::from_secs(*timeout_s),
                     max_output_bytes: *max_output_bytes,
                     memory_mb: *memory_mb,
+                    processes: *processes,
+                    network: NetworkRules {
+                        allow: network_allow.clone(),
+                        private: network_private.clone(),
+                    },
                 };
                 self.run_program(index, &spec, artifacts).await
             }
@@ -473,35 +486,62 @@ impl Executor<'_> {
         })
     }
 
+    /// Runs a program in the bottle, then publishes its output (the sandbox hands it over when
+    /// the run ends), stores stdout, stderr and the signed provenance record as artifacts, and
+    /// says how the run ended.
     async fn run_program(
         &self,
         index: usize,
         spec: &RunSpec,
         artifacts: &mut Vec<ArtifactRef>,
     ) -> Result<StepResult, String> {
-        // Output arrives on the runner's thread of control; events are published
-        // from here so a slow store never blocks the child's pipes.
-        let (tx, mut rx) = mpsc::unbounded_channel::<(Stream, Vec<u8>)>();
-        let runner = run::run(spec, move |stream, chunk: &[u8]| {
-            let _ = tx.send((stream, chunk.to_vec()));
-        });
-        tokio::pin!(runner);
-        let output = loop {
-            tokio::select! {
-                out = &mut runner => break out,
-                Some((stream, chunk)) = rx.recv() => self.output_event(index, stream, &chunk).await,
+        let bottle_id = format!("{}-{index}", self.task_id);
+        let label = format!(
+            "gateway task {} step {index} (key {})",
+            self.task_id, self.key_id
+        );
+        let mut cancel = self.cancel.clone();
+        let cancelled = async move {
+            // A dropped sender (the gateway going away) is no cancel.
+            if cancel.wait_for(|c| *c).await.is_err() {
+                std::future::pending::<()>().await;
             }
         };
-        while let Ok((stream, chunk)) = rx.try_recv() {
-            self.output_event(index, stream, &chunk).await;
+        let out = self
+            .gw
+            .bottle
+            .run(spec, &bottle_id, &label, cancelled)
+            .await
+            .map_err(|e| e.to_string())?;
+        for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            if !bytes.is_empty() {
+                self.publish(
+                    kind::STEP_OUTPUT,
+                    json!({"step": index, "stream": name, "text": String::from_utf8_lossy(bytes)}),
+                )
+                .await;
+            }
         }
-        let out = output.map_err(|e| e.to_string())?;
         for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
             if !bytes.is_empty() {
                 self.artifact(artifacts, name, "text/plain; charset=utf-8", bytes.clone())
                     .await?;
             }
         }
+        let provenance = match &out.provenance {
+            Ok(p) => {
+                let a = self
+                    .artifact(
+                        artifacts,
+                        "provenance",
+                        PROVENANCE_MEDIA_TYPE,
+                        p.record.clone(),
+                    )
+                    .await?;
+                json!({"path": p.path, "artifact_id": a.id, "subjects": p.subjects})
+            }
+            Err(e) => json!({"error": e}),
+        };
         let data = json!({
             "exit_code": out.exit_code,
             "signal": out.signal,
@@ -511,39 +551,43 @@ impl Executor<'_> {
             "stderr": quote(&out.stderr),
             "stdout_truncated": out.stdout_truncated,
             "stderr_truncated": out.stderr_truncated,
+            "output_flood": out.output_flood,
+            "oom_killed": out.oom_killed,
+            "process_limit_hit": out.process_limit_hit,
+            "bottle_id": out.bottle_id,
+            "cancelled": out.cancelled,
+            "egress": out.egress,
+            "warnings": out.warnings,
+            "provenance": provenance,
         });
-        let ended = match (out.timed_out, out.exit_code, out.signal) {
-            (true, _, _) => format!(
+        let ended = match (out.timed_out, out.output_flood, out.exit_code, out.signal) {
+            _ if out.cancelled => "was cancelled and its sandbox killed".to_string(),
+            (true, _, _, _) => format!(
                 "timed out after {} s and was killed",
                 spec.timeout.as_secs()
             ),
-            (_, Some(code), _) => format!("exited with code {code}"),
-            (_, None, Some(sig)) => format!("was killed by signal {sig}"),
+            (_, true, _, _) => "flooded its output far past the cap and was killed".to_string(),
+            (_, _, Some(code), _) => format!("exited with code {code}"),
+            (_, _, None, Some(sig)) => format!("was killed by signal {sig}"),
             _ => "ended".to_string(),
         };
+        let record = match &out.provenance {
+            Ok(p) => format!("provenance record: {}", p.path.display()),
+            Err(e) => format!("no provenance record: {e}"),
+        };
         let text = format!(
-            "{:?} {ended}\nstdout:\n{}\nstderr:\n{}",
+            "{:?} {ended} in the bottle ({record})\nstdout:\n{}\nstderr:\n{}",
             spec.argv,
             quote(&out.stdout),
             quote(&out.stderr)
         );
-        if out.exit_code == Some(0) && !out.timed_out {
+        // Every run leaves a signed record; one that could not be written fails the step.
+        if out.exit_code == Some(0) && !out.timed_out && !out.output_flood && out.provenance.is_ok()
+        {
             Ok(StepResult::done(text, data))
         } else {
             Err(text)
         }
-    }
-
-    async fn output_event(&self, index: usize, stream: Stream, chunk: &[u8]) {
-        let name = match stream {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        };
-        self.publish(
-            kind::STEP_OUTPUT,
-            json!({"step": index, "stream": name, "text": String::from_utf8_lossy(chunk)}),
-        )
-        .await;
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod artifacts;
 pub mod audit;
 pub mod auth;
+pub mod bottle;
 pub mod config;
 pub mod error;
 pub mod events;

@@ -15,7 +15,8 @@
 //!       "browse": { "allow": ["example.com", "*.wikipedia.org"], "deny": ["*.internal"] },
 //!       "files": { "read": ["**"], "write": ["notes/**", "*.md"], "max_bytes": 1048576 },
 //!       "run": { "programs": ["echo", "ls", "python3"], "timeout_s": 30, "max_timeout_s": 120,
-//!                "memory_mb": 512, "max_output_bytes": 1048576, "network": ["pypi.org"] },
+//!                "memory_mb": 512, "max_output_bytes": 1048576, "processes": 256,
+//!                "network": ["pypi.org", "*.pythonhosted.org"], "network_private": [] },
 //!       "auto_approve": ["low"],
 //!       "rate_limit": { "per_minute": 600, "burst": 100 },
 //!       "approver": false
@@ -34,9 +35,15 @@
 //! - `files.read` / `files.write`: globs over workspace-relative paths; `*` does
 //!   not cross `/`, `**` does. `files.max_bytes` (default 10 MiB) caps a write.
 //! - `run.programs`: bare program names, or absolute paths that must then be
-//!   asked for exactly. `timeout_s` (30) ≤ `max_timeout_s` (300), `memory_mb`
-//!   (1024), `max_output_bytes` (1 MiB), `network`: host patterns the bottle may
-//!   reach (none by default). Limits must be positive.
+//!   asked for exactly. Every run executes in the bottle (a bubblewrap sandbox)
+//!   with these limits: `timeout_s` (30) ≤ `max_timeout_s` (300), `memory_mb`
+//!   (1024), `max_output_bytes` (1 MiB, stdout and stderr each), `processes`
+//!   (256, at most 32768). `network`: host patterns the run may reach through
+//!   the bottle's egress proxy (none by default: no network and no proxy at
+//!   all); the bottle's pattern rules apply (no `*.tld`). `network_private`:
+//!   those of them (or IP addresses) that may resolve to loopback, private or
+//!   link-local addresses, which the proxy refuses otherwise. Limits must be
+//!   positive.
 //! - `auto_approve`: risks (`low`, `medium`, `high`) that run without a person's
 //!   approval (none by default).
 //! - `rate_limit`: `per_minute` (600) and `burst` (100) per key, both positive.
@@ -236,8 +243,13 @@ pub struct RunRules {
     pub memory_mb: u64,
     /// Most output (stdout and stderr each) kept, in bytes.
     pub max_output_bytes: u64,
+    /// Processes and threads a run may have at once.
+    pub processes: u32,
     /// Hosts the bottle may reach; empty means no network.
     pub network: Vec<HostPattern>,
+    /// Of those hosts (or IP addresses), the ones that may resolve to loopback, private or
+    /// link-local addresses.
+    pub network_private: Vec<HostPattern>,
 }
 
 /// The limits a `run` gets, as the bottle needs them.
@@ -251,8 +263,12 @@ pub struct RunLimits {
     pub memory_mb: u64,
     /// Most output kept, in bytes.
     pub max_output_bytes: u64,
+    /// Processes and threads a run may have at once.
+    pub processes: u32,
     /// Host patterns the bottle may reach (`example.com`, `*.example.com`, an IP).
     pub network: Vec<String>,
+    /// Host patterns (or IPs) that may resolve to non-public addresses.
+    pub network_private: Vec<String>,
 }
 
 /// Requests allowed per key: a steady rate and a burst.
@@ -403,7 +419,14 @@ impl Profile {
             max_timeout_s: self.run.max_timeout_s,
             memory_mb: self.run.memory_mb,
             max_output_bytes: self.run.max_output_bytes,
+            processes: self.run.processes,
             network: self.run.network.iter().map(ToString::to_string).collect(),
+            network_private: self
+                .run
+                .network_private
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
         }
     }
 

@@ -5,6 +5,7 @@
 use crate::artifacts::{ArtifactRef, Artifacts};
 use crate::audit::AuditLog;
 use crate::auth::{Authenticator, Caller, now_s, token_hash};
+use crate::bottle::{BOTTLE_DIR, Bottle};
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
 use crate::events::{EventBus, kind};
@@ -248,6 +249,8 @@ pub struct Gateway {
     pub desktop: DesktopClient,
     /// The workspace folder (for `run`).
     pub workspace: PathBuf,
+    /// The sandbox every `run` executes in.
+    pub bottle: Bottle,
     /// Prometheus metrics.
     pub metrics: Metrics,
     /// Base URL for links (set from the bound address when not configured).
@@ -262,7 +265,7 @@ pub struct Gateway {
 
 /// Where the gateway keeps its files.
 pub struct Paths {
-    /// Data folder (artifacts, audit log, link key).
+    /// Data folder (artifacts, audit log, link key, and the bottle's files in `bottle/`).
     pub data_dir: PathBuf,
     /// Workspace folder.
     pub workspace: PathBuf,
@@ -313,6 +316,7 @@ impl Gateway {
             .unwrap_or_else(|| format!("http://{}", config.listen))
             .trim_end_matches('/')
             .to_string();
+        let bottle = Bottle::new(config.bottle_init.clone(), paths.data_dir.join(BOTTLE_DIR));
         Ok(Arc::new(Self {
             config,
             policy,
@@ -323,6 +327,7 @@ impl Gateway {
             audit,
             desktop,
             workspace: paths.workspace,
+            bottle,
             metrics: Metrics::new(),
             public_url: std::sync::RwLock::new(public_url),
             running: Mutex::new(HashMap::new()),
@@ -422,6 +427,9 @@ impl Gateway {
                 "max_upload_bytes": self.config.max_body_bytes,
                 "max_output_bytes": run.max_output_bytes,
                 "memory_mb": run.memory_mb,
+                "processes": run.processes,
+                "network": run.network,
+                "network_private": run.network_private,
                 "confirm_ttl_s": self.config.confirm_ttl_s,
                 "artifact_ttl_s": self.config.artifact_ttl_s,
                 "rate_limit_per_minute": profile.rate_limit().per_minute,
@@ -438,6 +446,7 @@ impl Gateway {
             profile,
             desktop: &self.desktop,
             workspace: &self.workspace,
+            bottle: &self.bottle,
             browser_app: &self.config.browser_app,
             agent: self.agent().map(|a| a.as_ref()),
             key_id: &caller.key_id,

@@ -318,22 +318,25 @@ async fn run_of_a_program_not_in_the_policy_is_denied() {
     assert_eq!(gw.read("notes/keep.txt").unwrap(), "keep me\n");
 }
 
-/// Pids of `sleep 30` processes whose working folder is the workspace.
-fn sleepers_in(workspace: &std::path::Path) -> Vec<u32> {
-    let workspace = workspace.canonicalize().unwrap();
+/// Pids of live `sleep 30` processes whose environment holds `TEST_RUN_MARK=<mark>` (a run
+/// in the bottle sees the workspace as /workspace, so its working folder cannot tell it apart
+/// from another test's run; the variable the plan hands in can).
+fn sleepers_marked(mark: &str) -> Vec<u32> {
+    let wanted = format!("TEST_RUN_MARK={mark}");
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cwd = std::fs::read_link(entry.path().join("cwd")).ok();
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
         let state = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
         let zombie = state
             .rsplit(')')
             .next()
             .is_some_and(|s| s.trim_start().starts_with('Z'));
-        if cmdline == b"sleep\x0030\x00" && cwd.as_deref() == Some(workspace.as_path()) && !zombie {
+        let marked = environ.split(|b| *b == 0).any(|v| v == wanted.as_bytes());
+        if cmdline == b"sleep\x0030\x00" && marked && !zombie {
             out.push(pid);
         }
     }
@@ -345,8 +348,13 @@ async fn run_in_the_background_can_be_cancelled() {
     let Some(gw) = TestGateway::start().await else {
         return;
     };
+    let mark = uuid::Uuid::new_v4().simple().to_string();
     let plan = gw
-        .plan("bot", "run", json!({"argv": ["sleep", "30"]}))
+        .plan(
+            "bot",
+            "run",
+            json!({"argv": ["sleep", "30"], "env": {"TEST_RUN_MARK": mark}}),
+        )
         .await;
     let id = task_id(&plan).to_string();
     let mut events = gw.sse("bot", &format!("/events?task_id={id}"), None).await;
@@ -366,7 +374,7 @@ async fn run_in_the_background_can_be_cancelled() {
         }
     }
     let deadline = tokio::time::Instant::now() + GUARD;
-    while sleepers_in(&gw.workspace).is_empty() {
+    while sleepers_marked(&mark).is_empty() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "sleep never started"
@@ -403,13 +411,22 @@ async fn run_in_the_background_can_be_cancelled() {
             .contains("cancelled"),
         "{view}"
     );
-    while !sleepers_in(&gw.workspace).is_empty() {
+    while !sleepers_marked(&mark).is_empty() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "sleep survived the cancel"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The cut-short run is on record, signed like any other.
+    let record = gw.data_dir.join(format!("bottle/runs/{id}-0.intoto.jsonl"));
+    let key = bytebot_bottle::provenance::VerifyingKey::from_file(
+        &gw.data_dir.join("bottle/signing.key.pub"),
+    )
+    .unwrap();
+    let run = bytebot_bottle::provenance::verify(&std::fs::read(&record).unwrap(), &key).unwrap();
+    assert_eq!(run.predicate.outcome.signal, Some(libc::SIGKILL));
+    assert_eq!(run.predicate.argv, ["sleep", "30"]);
     // A cancelled task cannot be executed again.
     gw.execute("bot", &plan).await.error(409, "token_used");
 }

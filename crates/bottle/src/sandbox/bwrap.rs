@@ -370,6 +370,8 @@ async fn finish_capture(
 struct Prepared {
     workspace: PathBuf,
     init: PathBuf,
+    /// Where the command starts, as the sandbox sees it (`/workspace` or a folder below).
+    chdir: PathBuf,
 }
 
 fn valid_env_name(name: &str) -> bool {
@@ -435,8 +437,46 @@ impl Prepared {
                 )));
             }
         }
-        Ok(Self { workspace, init })
+        let chdir = sandbox_cwd(&workspace, spec.cwd.as_deref())?;
+        Ok(Self {
+            workspace,
+            init,
+            chdir,
+        })
     }
+}
+
+/// The command's working directory inside the sandbox for a `cwd` relative to the (canonical)
+/// workspace: checked on the host to be a folder that stays inside the workspace once every
+/// link is resolved, then named by its resolved path under `/workspace`.
+fn sandbox_cwd(workspace: &Path, cwd: Option<&Path>) -> Result<PathBuf, SandboxError> {
+    let Some(rel) = cwd.filter(|c| !c.as_os_str().is_empty()) else {
+        return Ok(PathBuf::from(WORKSPACE_PATH));
+    };
+    let bad = |why: &str| {
+        SandboxError::InvalidSpec(format!(
+            "cwd {} {why}: give a folder relative to the workspace",
+            rel.display()
+        ))
+    };
+    if rel.has_root() {
+        return Err(bad("is absolute"));
+    }
+    if rel
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(bad("contains '..'"));
+    }
+    let resolved = std::fs::canonicalize(workspace.join(rel))
+        .map_err(|_| bad("does not exist in the workspace"))?;
+    let inside = resolved
+        .strip_prefix(workspace)
+        .map_err(|_| bad("leads out of the workspace through a link"))?;
+    if !resolved.is_dir() {
+        return Err(bad("is not a folder"));
+    }
+    Ok(Path::new(WORKSPACE_PATH).join(inside))
 }
 
 fn push(args: &mut Vec<OsString>, items: &[&str]) {
@@ -614,7 +654,8 @@ fn build_args(
             push_bind(&mut args, "--ro-bind", ca, CA_BUNDLE_PATH);
         }
     }
-    push(&mut args, &["--remount-ro", "/", "--chdir", WORKSPACE_PATH]);
+    push(&mut args, &["--remount-ro", "/", "--chdir"]);
+    args.push(prepared.chdir.as_os_str().to_owned());
     args
 }
 
@@ -797,6 +838,7 @@ mod tests {
         SandboxSpec {
             argv: vec!["echo".into(), "hi".into()],
             workspace: dir.to_path_buf(),
+            cwd: None,
             env: vec![("LANG".into(), "C.UTF-8".into())],
             proxy: None,
             read_only: vec![],
@@ -920,6 +962,39 @@ mod tests {
             Prepared::new(&s),
             Err(SandboxError::InvalidSpec(_))
         ));
+    }
+
+    #[test]
+    fn cwd_must_stay_in_the_workspace_and_becomes_the_chdir() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("sub/inner")).unwrap();
+        std::fs::write(dir.path().join("file.txt"), "x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("escape")).unwrap();
+        std::os::unix::fs::symlink("sub/inner", dir.path().join("alias")).unwrap();
+        let mut s = spec(dir.path());
+        for bad in ["/tmp", "..", "sub/../..", "escape", "missing", "file.txt"] {
+            s.cwd = Some(bad.into());
+            assert!(
+                matches!(Prepared::new(&s), Err(SandboxError::InvalidSpec(_))),
+                "{bad:?}"
+            );
+        }
+        for (cwd, chdir) in [
+            (None, "/workspace"),
+            (Some(""), "/workspace"),
+            (Some("sub/inner"), "/workspace/sub/inner"),
+            (Some("./alias/"), "/workspace/sub/inner"),
+        ] {
+            s.cwd = cwd.map(PathBuf::from);
+            let p = Prepared::new(&s).unwrap();
+            assert_eq!(p.chdir, Path::new(chdir), "{cwd:?}");
+            let args = joined(&build_args(&p, &s, Features::default(), &[]));
+            assert!(
+                args.ends_with(&format!("--remount-ro / --chdir {chdir}")),
+                "{args}"
+            );
+        }
     }
 
     #[test]

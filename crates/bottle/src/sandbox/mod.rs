@@ -34,7 +34,8 @@ pub const PROXY_SOCKET_PATH: &str = "/run/bottle/proxy.sock";
 pub const CA_BUNDLE_PATH: &str = "/run/bottle/ca.pem";
 /// The port the init's bridge listens on, on the sandbox's own loopback.
 pub const BRIDGE_PORT: u16 = 3128;
-/// Mount point of the workspace inside the sandbox; also the command's working directory.
+/// Mount point of the workspace inside the sandbox; the command's working directory unless the
+/// spec's `cwd` names a folder below it.
 pub const WORKSPACE_PATH: &str = "/workspace";
 /// `HOME` inside the sandbox: a private tmpfs, so dotfiles never land in the workspace.
 pub const HOME_PATH: &str = "/home/bottle";
@@ -46,8 +47,13 @@ pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/us
 pub struct SandboxSpec {
     /// The command and its arguments; `argv[0]` is looked up in the sandbox's `PATH`.
     pub argv: Vec<OsString>,
-    /// Host directory bound read-write at `/workspace`, the command's working directory.
+    /// Host directory bound read-write at `/workspace`, the command's working directory
+    /// unless `cwd` names a folder inside it.
     pub workspace: PathBuf,
+    /// The command's working directory, relative to the workspace (`None`: the workspace
+    /// itself). It must be a folder that stays inside the workspace once links are resolved on
+    /// the host; the command starts in the same folder under `/workspace`, with `PWD` set to it.
+    pub cwd: Option<PathBuf>,
     /// The command's whole environment, on top of which the sandbox adds only `PATH` and
     /// `HOME` (unless set here), `PWD=/workspace`, and the proxy and CA variables when `proxy`
     /// is set (those always win).

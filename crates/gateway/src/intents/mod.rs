@@ -5,6 +5,7 @@
 pub mod edit;
 pub mod run;
 
+use crate::bottle::Bottle;
 use crate::plan::{Plan, Risk, Step};
 use crate::policy::{Access, Denied, Profile};
 use bytebot_agent::desktop::{DesktopClient, DesktopError};
@@ -181,7 +182,7 @@ pub enum Action {
         /// The unified diff that was approved.
         diff: String,
     },
-    /// Run a program.
+    /// Run a program in the bottle (a bubblewrap sandbox).
     Run {
         /// Program and arguments.
         argv: Vec<String>,
@@ -191,12 +192,18 @@ pub enum Action {
         env: BTreeMap<String, String>,
         /// Time limit.
         timeout_s: u64,
-        /// Address-space limit.
+        /// Memory limit of the whole run.
         memory_mb: u64,
         /// Cap on stdout and on stderr.
         max_output_bytes: usize,
-        /// What the program may reach on the network.
+        /// Processes and threads the run may have at once.
+        processes: u32,
+        /// What the program may reach on the network, in words (what the person approves).
         network: String,
+        /// The hosts the egress proxy lets it reach (empty: no network, no proxy).
+        network_allow: Vec<String>,
+        /// Of those (or IP addresses), the ones that may resolve to private addresses.
+        network_private: Vec<String>,
     },
     /// Hand a prompt to the agent.
     Agent {
@@ -264,6 +271,8 @@ pub struct PlanCtx<'a> {
     pub desktop: &'a DesktopClient,
     /// The workspace folder (for `run`'s working folder).
     pub workspace: &'a Path,
+    /// The bottle `run` executes in (planning a run checks that it can start).
+    pub bottle: &'a Bottle,
     /// Desktop application used by `browse`.
     pub browser_app: &'a str,
     /// The agent, when one with a model is attached (for `task` and `agent_step`).
@@ -304,7 +313,7 @@ pub async fn plan(ctx: &PlanCtx<'_>, intent: &str, args: &Value) -> Result<Plan,
         "open_app" => plan_open_app(ctx, parse_args(args)?)?,
         "browse" => plan_browse(ctx, parse_args(args)?)?,
         "edit_file" => plan_edit(ctx, parse_args(args)?).await?,
-        "run" => plan_run(ctx, parse_args(args)?)?,
+        "run" => plan_run(ctx, parse_args(args)?).await?,
         AGENT_STEP => plan_agent_step(ctx, parse_args(args)?).await?,
         _ => plan_task(ctx, parse_args(args)?)?,
     };
@@ -601,7 +610,7 @@ async fn plan_edit(ctx: &PlanCtx<'_>, a: EditFileArgs) -> Result<(Vec<Step>, Ris
     ))
 }
 
-fn plan_run(ctx: &PlanCtx<'_>, a: RunArgs) -> Result<(Vec<Step>, Risk), PlanError> {
+async fn plan_run(ctx: &PlanCtx<'_>, a: RunArgs) -> Result<(Vec<Step>, Risk), PlanError> {
     let argv = match (a.argv, a.command) {
         (Some(_), Some(_)) => return Err(bad("args.argv", "give argv or command, not both")),
         (None, None) => {
@@ -635,28 +644,34 @@ fn plan_run(ctx: &PlanCtx<'_>, a: RunArgs) -> Result<(Vec<Step>, Risk), PlanErro
     }
     let env = a.env.unwrap_or_default();
     let cwd = a.cwd.unwrap_or_else(|| ".".into());
+    let max_output_bytes = usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX);
     let spec = run::RunSpec {
         argv: argv.clone(),
         workspace: ctx.workspace.to_path_buf(),
         cwd: Some(cwd.clone()),
         env: env.clone(),
         timeout: Duration::from_secs(timeout_s),
-        max_output_bytes: usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX),
+        max_output_bytes,
         memory_mb: limits.memory_mb,
+        processes: limits.processes,
+        network: run::NetworkRules {
+            allow: limits.network,
+            private: limits.network_private,
+        },
     };
-    run::validate(&spec).map_err(|e| {
-        let field = match &e {
-            run::RunError::BadCwd { .. } => "args.cwd",
-            run::RunError::BadEnv { .. } => "args.env",
-            _ => "args.argv",
-        };
-        bad(field, e.to_string())
+    run::validate(&spec).map_err(|e| match e.field() {
+        Some(field) => bad(&format!("args.{field}"), e.to_string()),
+        None => PlanError::Unavailable(e.to_string()),
     })?;
-    // Until the bottle lands, a run is not network-isolated; the plan says so.
-    let network = "not isolated yet (runs outside the bottle)".to_string();
+    // A plan for a run that cannot run here would only fail after approval.
+    ctx.bottle.ready().await.map_err(PlanError::Unavailable)?;
+    let network = spec.network.describe();
     let summary = format!(
-        "Run {argv:?} in workspace folder \"{cwd}\" with a cleared environment, no shell, {timeout_s} s time limit, {} MiB memory, network: {network}",
-        limits.memory_mb
+        "Run {argv:?} in workspace folder \"{cwd}\" inside the bottle (a sandbox that sees only \
+         the workspace and the read-only system), no shell, only the listed environment, \
+         {timeout_s} s time limit, {} MiB memory, {} processes, {max_output_bytes} bytes of \
+         output per stream; network: {network}",
+        limits.memory_mb, limits.processes
     );
     Ok((
         vec![step(
@@ -667,8 +682,11 @@ fn plan_run(ctx: &PlanCtx<'_>, a: RunArgs) -> Result<(Vec<Step>, Risk), PlanErro
                 env,
                 timeout_s,
                 memory_mb: limits.memory_mb,
-                max_output_bytes: usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX),
+                max_output_bytes,
+                processes: limits.processes,
                 network,
+                network_allow: spec.network.allow,
+                network_private: spec.network.private,
             },
         )],
         Risk::High,
@@ -824,7 +842,10 @@ mod tests {
             timeout_s: 5,
             memory_mb: 64,
             max_output_bytes: 10,
+            processes: 16,
             network: "none".into(),
+            network_allow: vec![],
+            network_private: vec![],
         };
         let v = serde_json::to_value(&a).unwrap();
         assert_eq!(v["op"], "run");

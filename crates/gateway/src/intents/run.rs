@@ -1,96 +1,92 @@
-//! The `run` intent's process runner: one program, argv only (never a
-//! shell), with a cleared environment, a working folder confined to the
-//! workspace, and limits on time, output and memory.
+//! The `run` intent's request side: one program, argv only (never a shell),
+//! checked before anything runs. `split_command` turns a command line into
+//! argv without a shell; `validate` checks argv, the working folder (confined
+//! to the workspace), the caller's environment variables and the limits, at
+//! plan time (a bad request gets 422 before approval) and again right before
+//! the run (the workspace may have changed since).
 //!
-//! Two steps are kept apart on purpose. Building the command (`prepare` and
-//! `direct_command`) decides *what* runs and *where*; supervising it
-//! (`supervise`) spawns, streams output within the caps, enforces the
-//! deadline and kills the process group. When runs move into the bwrap
-//! bottle (`shared/specs/bottle.md`) only the build step changes: it will
-//! produce `bwrap … -- program args` and the supervisor stays as it is.
+//! Running is the bottle's job (`crate::bottle`): every run executes in a
+//! bubblewrap sandbox under the caller's profile; there is no other runner.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Component, Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
-use tokio::time::Instant;
-
-/// The only search path a run gets; also where its program is looked up.
-const SEARCH_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+use bytebot_bottle::sandbox::DEFAULT_PATH;
 
 /// Caller variables refused by exact name: they would change which code
-/// runs (loader tricks) or override what the runner sets itself.
+/// runs (loader tricks) or override what the bottle sets itself.
 const DENIED_ENV: &[&str] = &["LD_PRELOAD", "LD_LIBRARY_PATH", "PATH", "HOME"];
 
 /// Caller variables refused by prefix: every dynamic-loader knob, and our
 /// own configuration (which may carry the token).
 const DENIED_ENV_PREFIXES: &[&str] = &["LD_", "BYTEBOT_"];
 
-/// How long output is still read after the deadline kill, for the bytes
-/// already in the pipes. Bounded because a process that left the group
-/// (setsid) may hold a pipe open forever.
-const DRAIN_GRACE: Duration = Duration::from_millis(500);
-
-/// Read size for each pipe.
-const CHUNK: usize = 64 * 1024;
+/// Host folders the bottle shows read-only at the same place; an absolute
+/// program anywhere else on the host does not exist inside the sandbox.
+const SANDBOX_SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64"];
 
 /// What to run, where, and within which limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunSpec {
-    /// Program and arguments; the program is looked up on `SEARCH_PATH`
-    /// unless it contains a `/`.
+    /// Program and arguments; the program is looked up on the sandbox's
+    /// `PATH` unless it contains a `/`.
     pub argv: Vec<String>,
-    /// The folder the run is confined to; also `HOME`.
+    /// The host folder the run is confined to (`/workspace` in the sandbox).
     pub workspace: PathBuf,
     /// A folder inside the workspace to start in (relative); default the
     /// workspace itself.
     pub cwd: Option<String>,
     /// Extra environment variables from the caller (checked by `validate`).
     pub env: BTreeMap<String, String>,
-    /// Wall-clock limit; at the deadline the whole process group is killed.
+    /// Wall-clock limit; at the deadline the whole sandbox is killed.
     pub timeout: Duration,
     /// Bytes kept of stdout, and separately of stderr.
     pub max_output_bytes: usize,
-    /// Address-space limit (RLIMIT_AS) in MiB.
+    /// Memory limit of the whole run, in MiB.
     pub memory_mb: u64,
+    /// Processes and threads the run may have at once.
+    pub processes: u32,
+    /// What the run may reach on the network.
+    pub network: NetworkRules,
 }
 
-/// Which output pipe a chunk came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    /// Standard output.
-    Stdout,
-    /// Standard error.
-    Stderr,
-}
-
-/// What a finished (or killed) run produced.
+/// The hosts a run may reach through the bottle's egress proxy. Empty `allow`:
+/// no network at all, and no proxy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RunOutput {
-    /// The exit code, if the program exited on its own.
-    pub exit_code: Option<i32>,
-    /// The signal that ended the program, if one did (9 after a timeout).
-    pub signal: Option<i32>,
-    /// True when the deadline passed and the process group was killed (also
-    /// when the program had exited but something it started, outside its
-    /// process group, still held the output pipes open).
-    pub timed_out: bool,
-    /// Standard output, at most `max_output_bytes`.
-    pub stdout: Vec<u8>,
-    /// Standard error, at most `max_output_bytes`.
-    pub stderr: Vec<u8>,
-    /// True when stdout had more than was kept.
-    pub stdout_truncated: bool,
-    /// True when stderr had more than was kept.
-    pub stderr_truncated: bool,
-    /// Wall time from spawn to the end of the run.
-    pub duration_ms: u64,
+pub struct NetworkRules {
+    /// Host patterns (`example.com`, `*.example.com`, an IP address).
+    pub allow: Vec<String>,
+    /// Of those (or IP addresses), the ones that may resolve to loopback,
+    /// private or link-local addresses.
+    pub private: Vec<String>,
+}
+
+impl NetworkRules {
+    /// Exactly what the run may reach, in words, for the person approving the
+    /// plan.
+    pub fn describe(&self) -> String {
+        if self.allow.is_empty() {
+            return "none: the sandbox has no network at all (only its own loopback), no proxy"
+                .to_string();
+        }
+        let mut text = format!(
+            "only through the bottle's egress proxy (HTTP and HTTPS) to {}; every other host is \
+             refused with 403; each request is audited",
+            self.allow.join(", ")
+        );
+        if self.private.is_empty() {
+            text.push_str("; loopback, private and link-local addresses are refused");
+        } else {
+            text.push_str(&format!(
+                "; loopback, private and link-local addresses only for {}",
+                self.private.join(", ")
+            ));
+        }
+        text
+    }
 }
 
 /// Why a run was refused or could not be carried out.
@@ -147,7 +143,7 @@ pub enum RunError {
     },
     /// The program does not exist.
     #[error(
-        "program {program:?} was not found (searched {SEARCH_PATH} unless it contains a '/'); \
+        "program {program:?} was not found (searched {DEFAULT_PATH} unless it contains a '/'); \
          install it or give its full path"
     )]
     NotFound {
@@ -164,6 +160,16 @@ pub enum RunError {
         /// Where it was found.
         path: String,
     },
+    /// An absolute program outside what the sandbox shows of the host.
+    #[error(
+        "program {program:?} is outside the folders the bottle shows (/usr, /bin, /sbin, /lib* \
+         and the workspace); ask for a program from those, or put it in the workspace and give \
+         its path relative to the working folder"
+    )]
+    OutsideSandbox {
+        /// The program as given.
+        program: String,
+    },
     /// The workspace itself is missing or unreadable (a server-side problem).
     #[error("the workspace {path} is not usable: {source}; check the gateway's workspace setting")]
     Workspace {
@@ -173,24 +179,26 @@ pub enum RunError {
         #[source]
         source: io::Error,
     },
-    /// The operating system refused to start the program.
-    #[error(
-        "could not start the program: {0}; check that it is executable and that the working folder still exists"
-    )]
-    Spawn(#[source] io::Error),
-    /// Waiting for the program failed.
-    #[error("lost track of the running program: {0}")]
-    Wait(#[source] io::Error),
+    /// The bottle cannot run anything on this host (bubblewrap or user
+    /// namespaces missing, no sandbox init configured).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The bottle could not carry out this run (sandbox setup, proxy,
+    /// workspace snapshot); nothing ran, or the run was cut short.
+    #[error("the bottle could not run the program: {0}")]
+    Sandbox(String),
 }
 
 impl RunError {
     /// The request field a caller should fix (for a 422), or `None` when the
-    /// fault is on the server side (workspace, limits from the policy, spawn).
+    /// fault is on the server side (workspace, limits from the policy, the
+    /// bottle).
     pub fn field(&self) -> Option<&'static str> {
         match self {
             RunError::BadArgv { .. }
             | RunError::NotFound { .. }
-            | RunError::NotExecutable { .. } => Some("argv"),
+            | RunError::NotExecutable { .. }
+            | RunError::OutsideSandbox { .. } => Some("argv"),
             RunError::ShellSyntax { .. } | RunError::BadCommand { .. } => Some("command"),
             RunError::BadCwd { .. } => Some("cwd"),
             RunError::BadEnv { .. } => Some("env"),
@@ -199,52 +207,60 @@ impl RunError {
             } => Some("timeout_s"),
             RunError::BadLimit { .. }
             | RunError::Workspace { .. }
-            | RunError::Spawn(_)
-            | RunError::Wait(_) => None,
+            | RunError::Unavailable(_)
+            | RunError::Sandbox(_) => None,
         }
     }
 }
 
-/// A checked request: everything the build step needs, nothing left to
-/// interpret.
-#[derive(Debug)]
-struct Prepared {
-    /// The program's resolved path.
-    program: PathBuf,
-    /// argv as given (argv[0] is passed through unchanged).
-    argv: Vec<String>,
+/// A checked request: what the bottle needs, nothing left to interpret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
     /// The canonical workspace.
-    workspace: PathBuf,
-    /// The canonical working folder, inside `workspace`.
-    cwd: PathBuf,
-    /// The complete environment of the run except TMPDIR (made at run time).
-    env: BTreeMap<String, String>,
+    pub workspace: PathBuf,
+    /// The working folder relative to `workspace`, links resolved (empty for
+    /// the workspace itself).
+    pub cwd: PathBuf,
+    /// The run's environment besides what the bottle sets itself (`PATH`,
+    /// `HOME`, `PWD`, proxy variables): `LANG` and the caller's variables.
+    pub env: BTreeMap<String, String>,
 }
 
-/// Checks argv/cwd/env without running anything (used at plan time so a bad
-/// request gets 422 before approval). Returns the resolved cwd (absolute).
+/// Checks argv/cwd/env/limits without running anything (used at plan time so
+/// a bad request gets 422 before approval). Returns the resolved cwd on the
+/// host (absolute).
 pub fn validate(spec: &RunSpec) -> Result<PathBuf, RunError> {
-    prepare(spec).map(|p| p.cwd)
+    check(spec).map(|c| c.workspace.join(c.cwd))
 }
 
-/// Runs it; `on_output` is called with each chunk as it arrives (for live
-/// step.output events), already within the caps.
-pub async fn run(
-    spec: &RunSpec,
-    on_output: impl FnMut(Stream, &[u8]) + Send,
-) -> Result<RunOutput, RunError> {
-    // Checked again here, not trusted from plan time: the workspace may have
-    // changed since (a symlink planted by an earlier run).
-    let mut prepared = prepare(spec)?;
-    if let Some(tmp) = ensure_tmpdir(&prepared.workspace) {
-        prepared
-            .env
-            .entry("TMPDIR".to_owned())
-            .or_insert_with(|| tmp.to_string_lossy().into_owned());
+/// Checks everything in the spec and resolves the working folder and the
+/// program, as the bottle does again right before it runs.
+pub fn check(spec: &RunSpec) -> Result<Checked, RunError> {
+    check_limits(spec)?;
+    check_argv(&spec.argv)?;
+    let workspace = spec
+        .workspace
+        .canonicalize()
+        .map_err(|source| RunError::Workspace {
+            path: spec.workspace.display().to_string(),
+            source,
+        })?;
+    let cwd = resolve_cwd(&workspace, spec.cwd.as_deref())?;
+    let mut env = BTreeMap::from([("LANG".to_owned(), "C.UTF-8".to_owned())]);
+    for (name, value) in &spec.env {
+        check_env(name, value)?;
+        env.insert(name.clone(), value.clone());
     }
-    tracing::debug!(program = %prepared.program.display(), cwd = %prepared.cwd.display(), "run: starting");
-    let command = direct_command(&prepared, spec.memory_mb);
-    supervise(command, spec.timeout, spec.max_output_bytes, on_output).await
+    resolve_program(&spec.argv[0], &cwd, &workspace)?;
+    let cwd = cwd
+        .strip_prefix(&workspace)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    Ok(Checked {
+        workspace,
+        cwd,
+        env,
+    })
 }
 
 /// Splits a `command` string into argv WITHOUT a shell: quotes and
@@ -351,37 +367,6 @@ pub fn split_command(command: &str) -> Result<Vec<String>, RunError> {
     Ok(words)
 }
 
-/// Checks everything in the spec and resolves paths and the program.
-fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
-    check_limits(spec)?;
-    check_argv(&spec.argv)?;
-    let workspace = spec
-        .workspace
-        .canonicalize()
-        .map_err(|source| RunError::Workspace {
-            path: spec.workspace.display().to_string(),
-            source,
-        })?;
-    let cwd = resolve_cwd(&workspace, spec.cwd.as_deref())?;
-    let mut env = BTreeMap::from([
-        ("PATH".to_owned(), SEARCH_PATH.to_owned()),
-        ("HOME".to_owned(), workspace.to_string_lossy().into_owned()),
-        ("LANG".to_owned(), "C.UTF-8".to_owned()),
-    ]);
-    for (name, value) in &spec.env {
-        check_env(name, value)?;
-        env.insert(name.clone(), value.clone());
-    }
-    let program = resolve_program(&spec.argv[0], &cwd)?;
-    Ok(Prepared {
-        program,
-        argv: spec.argv.clone(),
-        workspace,
-        cwd,
-        env,
-    })
-}
-
 fn check_limits(spec: &RunSpec) -> Result<(), RunError> {
     if spec.timeout.is_zero() {
         return Err(RunError::BadLimit {
@@ -393,6 +378,18 @@ fn check_limits(spec: &RunSpec) -> Result<(), RunError> {
         return Err(RunError::BadLimit {
             what: "memory",
             reason: "it is zero MiB; set the policy's run memory limit".to_owned(),
+        });
+    }
+    if spec.processes == 0 {
+        return Err(RunError::BadLimit {
+            what: "process",
+            reason: "it is zero; set the policy's run processes limit".to_owned(),
+        });
+    }
+    if spec.max_output_bytes == 0 {
+        return Err(RunError::BadLimit {
+            what: "output",
+            reason: "it is zero bytes; set the policy's run max_output_bytes".to_owned(),
         });
     }
     Ok(())
@@ -485,267 +482,47 @@ fn check_env(name: &str, value: &str) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Finds the program: as given when it contains a '/' (relative to the
-/// working folder), else on `SEARCH_PATH` like execvp would.
-fn resolve_program(program: &str, cwd: &Path) -> Result<PathBuf, RunError> {
+/// Finds the program as the sandbox will: as given when it contains a '/'
+/// (relative to the working folder), else on the sandbox's `PATH` like execvp
+/// would. What it finds must be somewhere the sandbox shows: the system
+/// folders, or the workspace.
+fn resolve_program(program: &str, cwd: &Path, workspace: &Path) -> Result<PathBuf, RunError> {
     let not_found = || RunError::NotFound {
         program: program.to_owned(),
     };
-    if program.contains('/') {
+    let executable = |path: &Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let path = if program.contains('/') {
         // `join` keeps an absolute program as it is.
         let path = cwd.join(program);
-        let meta = std::fs::metadata(&path).map_err(|_| not_found())?;
-        if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
-            return Ok(path);
+        std::fs::metadata(&path).map_err(|_| not_found())?;
+        if !executable(&path) {
+            return Err(RunError::NotExecutable {
+                program: program.to_owned(),
+                path: path.display().to_string(),
+            });
         }
-        return Err(RunError::NotExecutable {
+        path
+    } else {
+        DEFAULT_PATH
+            .split(':')
+            .map(|dir| Path::new(dir).join(program))
+            .find(|path| executable(path))
+            .ok_or_else(not_found)?
+    };
+    // In the sandbox the workspace sits at /workspace, so an absolute program
+    // must name a system folder; wherever a link leads, it must be one the
+    // sandbox shows too.
+    let in_system = |p: &Path| SANDBOX_SYSTEM_DIRS.iter().any(|dir| p.starts_with(dir));
+    let real = path.canonicalize().map_err(|_| not_found())?;
+    let named_ok = !program.starts_with('/') || in_system(&path);
+    if !named_ok || !(in_system(&real) || real.starts_with(workspace)) {
+        return Err(RunError::OutsideSandbox {
             program: program.to_owned(),
-            path: path.display().to_string(),
         });
     }
-    SEARCH_PATH
-        .split(':')
-        .map(|dir| Path::new(dir).join(program))
-        .find(|path| {
-            std::fs::metadata(path)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .ok_or_else(not_found)
-}
-
-/// Makes `<workspace>/.tmp` for TMPDIR. `None` when it cannot be made or is
-/// not a real folder (a symlink planted there must not send temp files out).
-fn ensure_tmpdir(workspace: &Path) -> Option<PathBuf> {
-    let dir = workspace.join(".tmp");
-    match std::fs::create_dir(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => {
-            tracing::debug!(error = %e, "run: no TMPDIR, cannot create .tmp in the workspace");
-            return None;
-        }
-    }
-    let is_real_dir = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_dir());
-    is_real_dir.then_some(dir)
-}
-
-/// The build step for running directly on the host (until the bottle):
-/// program, argv, working folder, environment and the memory limit.
-/// Supervision settings (pipes, process group) are added by `supervise`.
-fn direct_command(prepared: &Prepared, memory_mb: u64) -> Command {
-    let mut command = Command::new(&prepared.program);
-    command
-        .arg0(&prepared.argv[0])
-        .args(&prepared.argv[1..])
-        .current_dir(&prepared.cwd)
-        .env_clear()
-        .envs(&prepared.env);
-    let bytes = memory_mb.saturating_mul(1024 * 1024);
-    let bytes = libc::rlim_t::try_from(bytes).unwrap_or(libc::RLIM_INFINITY);
-    let limit = libc::rlimit {
-        rlim_cur: bytes,
-        rlim_max: bytes,
-    };
-    let set_memory_limit = move || {
-        // SAFETY: setrlimit reads the `rlimit` we pass by reference and
-        // nothing else; `limit` is a plain copy owned by this closure.
-        let rc = unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    };
-    // SAFETY: the closure runs in the forked child before exec, where only
-    // async-signal-safe work is allowed. It makes one setrlimit call and
-    // builds an io::Error from errno on failure; neither allocates nor takes
-    // a lock.
-    unsafe {
-        command.pre_exec(set_memory_limit);
-    }
-    command
-}
-
-/// Bytes kept from one pipe, up to the cap.
-struct Capture {
-    kept: Vec<u8>,
-    cap: usize,
-    truncated: bool,
-}
-
-impl Capture {
-    fn new(cap: usize) -> Self {
-        Capture {
-            kept: Vec::new(),
-            cap,
-            truncated: false,
-        }
-    }
-
-    /// Keeps what fits of `chunk` and returns that part.
-    fn accept<'a>(&mut self, chunk: &'a [u8]) -> &'a [u8] {
-        let room = self.cap.saturating_sub(self.kept.len());
-        let take = room.min(chunk.len());
-        if take < chunk.len() {
-            self.truncated = true;
-        }
-        self.kept.extend_from_slice(&chunk[..take]);
-        &chunk[..take]
-    }
-}
-
-/// Kills the run's process group when told to, and when dropped (so a
-/// cancelled run leaves nothing behind), until disarmed.
-struct GroupKiller {
-    pgid: Option<libc::pid_t>,
-}
-
-impl GroupKiller {
-    fn new(pid: Option<u32>) -> Self {
-        // Never 0 or 1: kill(-0) would hit our own group and kill(-1)
-        // everything we may signal.
-        let pgid = pid
-            .and_then(|p| libc::pid_t::try_from(p).ok())
-            .filter(|&p| p > 1);
-        GroupKiller { pgid }
-    }
-
-    fn kill(&self) {
-        let Some(pgid) = self.pgid else { return };
-        // SAFETY: kill(2) takes two integers and touches no memory of ours;
-        // the negative pid addresses the process group the child leads.
-        let rc = unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        if rc != 0 {
-            // ESRCH (group already gone) is the usual and harmless case.
-            tracing::trace!(pgid, error = %io::Error::last_os_error(), "run: kill group");
-        }
-    }
-
-    fn disarm(&mut self) {
-        self.pgid = None;
-    }
-}
-
-impl Drop for GroupKiller {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Reads the next chunk from a pipe that is still open. Only polled while
-/// `pipe` is `Some`.
-async fn read_chunk<R: AsyncRead + Unpin>(
-    pipe: &mut Option<R>,
-    buf: &mut [u8],
-) -> io::Result<usize> {
-    match pipe {
-        Some(reader) => reader.read(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Keeps what fits of a chunk and passes that part on.
-fn take_chunk(
-    read: io::Result<usize>,
-    buf: &[u8],
-    capture: &mut Capture,
-    stream: Stream,
-    on_output: &mut impl FnMut(Stream, &[u8]),
-) -> bool {
-    match read {
-        Ok(0) => false,
-        Ok(n) => {
-            let kept = capture.accept(&buf[..n]);
-            if !kept.is_empty() {
-                on_output(stream, kept);
-            }
-            true
-        }
-        Err(e) => {
-            tracing::warn!(?stream, error = %e, "run: reading output failed; treating it as closed");
-            false
-        }
-    }
-}
-
-/// The supervise step: spawns `command` as a process-group leader with
-/// stdin closed and both outputs piped, streams output within the caps, and
-/// kills the group at the deadline. When the program exits, whatever it left
-/// running in its group is killed too (the bottle's pid namespace will do
-/// the same), so a backgrounded child neither outlives the run nor keeps the
-/// pipes open.
-async fn supervise(
-    mut command: Command,
-    timeout: Duration,
-    max_output_bytes: usize,
-    mut on_output: impl FnMut(Stream, &[u8]) + Send,
-) -> Result<RunOutput, RunError> {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let started = Instant::now();
-    let mut child = command.spawn().map_err(RunError::Spawn)?;
-    let mut killer = GroupKiller::new(child.id());
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let mut out = Capture::new(max_output_bytes);
-    let mut err = Capture::new(max_output_bytes);
-    let mut out_buf = vec![0u8; CHUNK];
-    let mut err_buf = vec![0u8; CHUNK];
-    let deadline = tokio::time::sleep(timeout);
-    tokio::pin!(deadline);
-    let mut status = None;
-    let mut timed_out = false;
-
-    while status.is_none() || stdout.is_some() || stderr.is_some() {
-        tokio::select! {
-            read = read_chunk(&mut stdout, &mut out_buf), if stdout.is_some() => {
-                if !take_chunk(read, &out_buf, &mut out, Stream::Stdout, &mut on_output) {
-                    stdout = None;
-                }
-            }
-            read = read_chunk(&mut stderr, &mut err_buf), if stderr.is_some() => {
-                if !take_chunk(read, &err_buf, &mut err, Stream::Stderr, &mut on_output) {
-                    stderr = None;
-                }
-            }
-            exited = child.wait(), if status.is_none() => {
-                status = Some(exited.map_err(RunError::Wait)?);
-                // The leader is reaped; its pid stays reserved while any
-                // group member lives, so this reaches only its leftovers.
-                killer.kill();
-            }
-            () = &mut deadline => {
-                if timed_out {
-                    // The grace for draining is over too.
-                    break;
-                }
-                timed_out = true;
-                // The leader is not reaped yet, so the group id is still ours.
-                killer.kill();
-                deadline.as_mut().reset(Instant::now() + DRAIN_GRACE);
-            }
-        }
-    }
-    let status = match status {
-        Some(status) => status,
-        // Only after a timeout: the leader got SIGKILL, so this is prompt.
-        None => child.wait().await.map_err(RunError::Wait)?,
-    };
-    killer.disarm();
-    Ok(RunOutput {
-        exit_code: status.code(),
-        signal: status.signal(),
-        timed_out,
-        stdout: out.kept,
-        stderr: err.kept,
-        stdout_truncated: out.truncated,
-        stderr_truncated: err.truncated,
-        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    })
+    Ok(path)
 }
 
 #[cfg(test)]
@@ -879,18 +656,5 @@ mod tests {
             }
         }
         assert!(check_env("FOO", "a\0b").is_err());
-    }
-
-    #[test]
-    fn capture_keeps_up_to_the_cap() {
-        let mut capture = Capture::new(5);
-        assert_eq!(capture.accept(b"abc"), b"abc");
-        assert_eq!(capture.accept(b"defg"), b"de");
-        assert_eq!(capture.accept(b"h"), b"");
-        assert_eq!(capture.kept, b"abcde");
-        assert!(capture.truncated);
-        let mut exact = Capture::new(3);
-        exact.accept(b"abc");
-        assert!(!exact.truncated);
     }
 }

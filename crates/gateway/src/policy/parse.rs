@@ -19,6 +19,9 @@ const DEFAULT_TIMEOUT_S: u64 = 30;
 const DEFAULT_MAX_TIMEOUT_S: u64 = 300;
 const DEFAULT_MEMORY_MB: u64 = 1024;
 const DEFAULT_MAX_OUTPUT_BYTES: u64 = 1024 * 1024;
+const DEFAULT_PROCESSES: u32 = 256;
+/// Most processes a profile may allow a run (the bottle's own ceiling).
+const MAX_PROCESSES: u32 = 32_768;
 const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;
 const DEFAULT_PER_MINUTE: u32 = 600;
 const DEFAULT_BURST: u32 = 100;
@@ -87,7 +90,9 @@ struct RawRun {
     max_timeout_s: u64,
     memory_mb: u64,
     max_output_bytes: u64,
+    processes: u32,
     network: Vec<String>,
+    network_private: Vec<String>,
 }
 
 impl Default for RawRun {
@@ -98,7 +103,9 @@ impl Default for RawRun {
             max_timeout_s: DEFAULT_MAX_TIMEOUT_S,
             memory_mb: DEFAULT_MEMORY_MB,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            processes: DEFAULT_PROCESSES,
             network: Vec::new(),
+            network_private: Vec::new(),
         }
     }
 }
@@ -353,6 +360,7 @@ fn check_run(at: &str, raw: RawRun, problems: &mut Problems) -> RunRules {
         ("max_timeout_s", raw.max_timeout_s),
         ("memory_mb", raw.memory_mb),
         ("max_output_bytes", raw.max_output_bytes),
+        ("processes", u64::from(raw.processes)),
     ] {
         if value == 0 {
             problems.add(
@@ -374,13 +382,78 @@ fn check_run(at: &str, raw: RawRun, problems: &mut Problems) -> RunRules {
             ),
         );
     }
+    if raw.processes > MAX_PROCESSES {
+        problems.add(
+            format!("{run_at}.processes"),
+            format!(
+                "{} processes is more than the bottle allows; use at most {MAX_PROCESSES}",
+                raw.processes
+            ),
+        );
+    }
+    let network = host_list(&raw.network, &format!("{run_at}.network"), problems);
+    let network_private = host_list(
+        &raw.network_private,
+        &format!("{run_at}.network_private"),
+        problems,
+    );
+    check_bottle_network(&run_at, &raw.network, &raw.network_private, problems);
     RunRules {
-        network: host_list(&raw.network, &format!("{run_at}.network"), problems),
+        network,
+        network_private,
+        processes: raw.processes,
         programs: raw.programs,
         timeout_s: raw.timeout_s,
         max_timeout_s: raw.max_timeout_s,
         memory_mb: raw.memory_mb,
         max_output_bytes: raw.max_output_bytes,
+    }
+}
+
+/// The run's host lists become the bottle's egress policy, whose rules are stricter than the
+/// browse lists' (no `*.tld`; a private-address exception only for a host the allow list
+/// covers, or an IP address): checked here so a list the bottle would refuse stops the
+/// gateway at start, not a run.
+fn check_bottle_network(
+    run_at: &str,
+    allow: &[String],
+    private: &[String],
+    problems: &mut Problems,
+) {
+    use bytebot_bottle::policy::{HostPattern as BottlePattern, NetworkPolicy, PolicyError};
+    let mut network = NetworkPolicy::default();
+    let mut parsed = true;
+    for (field, texts, out) in [
+        ("network", allow, &mut network.allow),
+        ("network_private", private, &mut network.allow_private),
+    ] {
+        for (i, text) in texts.iter().enumerate() {
+            match BottlePattern::parse(text) {
+                Ok(p) => out.push(p),
+                Err(reason) => {
+                    parsed = false;
+                    // The browse-style check above already reports what it refuses itself.
+                    if HostPattern::parse(text).is_ok() {
+                        problems.add(format!("{run_at}.{field}[{i}]"), reason);
+                    }
+                }
+            }
+        }
+    }
+    if !parsed {
+        return;
+    }
+    let policy = bytebot_bottle::policy::Policy {
+        network,
+        ..Default::default()
+    };
+    if let Err(PolicyError::Invalid { field, reason, .. }) = policy.validate("policy") {
+        let field = field.replace("network.allow_private", "network_private");
+        let field = field.replace("network.allow", "network");
+        problems.add(
+            format!("{run_at}.{field}"),
+            reason.replace("network.allow", &format!("{run_at}.network")),
+        );
     }
 }
 

@@ -344,6 +344,7 @@ fn zero_limits_are_errors() {
         ("run", "max_timeout_s"),
         ("run", "memory_mb"),
         ("run", "max_output_bytes"),
+        ("run", "processes"),
         ("files", "max_bytes"),
     ] {
         let text = one(&format!("{{ \"{section}\": {{ \"{field}\": 0 }} }}"));
@@ -351,6 +352,49 @@ fn zero_limits_are_errors() {
         assert_eq!(e.path, format!("profiles.p.{section}.{field}"), "{e}");
         assert_eq!((e.line, e.column), pos(&text, "0 }"), "{e}");
     }
+}
+
+#[test]
+fn run_network_rules_must_suit_the_bottle() {
+    // Accepted for browse, refused for the bottle's egress proxy.
+    let text = one("{ \"run\": {\n \"network\": [\"ok.com\", \"*.internal\"] } }");
+    assert_error_at(
+        &text,
+        "\"*.internal\"",
+        "profiles.p.run.network[1]",
+        "top-level domain",
+    );
+    // A private-address exception for a host the run may not reach at all.
+    let text =
+        one("{ \"run\": { \"network\": [\"ok.com\"],\n \"network_private\": [\"other.com\"] } }");
+    assert_error_at(
+        &text,
+        "\"other.com\"",
+        "profiles.p.run.network_private[0]",
+        "is not allowed by profiles.p.run.network",
+    );
+    let text = one("{ \"run\": { \"network_private\": [\"https://x\"] } }");
+    assert_error_at(
+        &text,
+        "\"https://x\"",
+        "profiles.p.run.network_private[0]",
+        "not a host pattern",
+    );
+    let text = one("{ \"run\": { \"processes\": 40000 } }");
+    assert_error_at(&text, "40000", "profiles.p.run.processes", "at most 32768");
+    // Covered hosts and bare addresses are fine, and reach the limits.
+    let p = profile(
+        "{ \"run\": { \"network\": [\"*.Example.com\", \"127.0.0.1\"], \
+         \"network_private\": [\"api.example.com\", \"127.0.0.1\", \"10.0.0.1\"], \
+         \"processes\": 12 } }",
+    );
+    let limits = p.run_limits();
+    assert_eq!(limits.network, ["*.example.com", "127.0.0.1"]);
+    assert_eq!(
+        limits.network_private,
+        ["api.example.com", "127.0.0.1", "10.0.0.1"]
+    );
+    assert_eq!(limits.processes, 12);
 }
 
 #[test]
@@ -537,7 +581,9 @@ fn an_empty_profile_denies_everything() {
             max_timeout_s: 300,
             memory_mb: 1024,
             max_output_bytes: 1024 * 1024,
+            processes: 256,
             network: vec![],
+            network_private: vec![],
         }
     );
     assert!(p.check_file_size(10 * 1024 * 1024).is_ok());
@@ -762,7 +808,9 @@ fn limits_approval_caps_and_rate() {
             max_timeout_s: 60,
             memory_mb: 256,
             max_output_bytes: 4096,
+            processes: 256,
             network: vec!["pypi.org".into(), "*.pythonhosted.org".into()],
+            network_private: vec![],
         }
     );
     assert!(!p.needs_approval(Risk::Low));

@@ -35,6 +35,30 @@ pub fn have(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// The bottle's init for tests: this crate's own init binary (cargo builds it for the
+/// integration tests; another package's binary, like bytebot-bottle's, is not available here).
+pub fn bottle_init() -> Vec<std::ffi::OsString> {
+    vec![env!("CARGO_BIN_EXE_bytebot-gateway-bottle-init").into()]
+}
+
+/// A bottle keeping its files in `dir`, with the test init.
+pub fn bottle(dir: &std::path::Path) -> bytebot_gateway::bottle::Bottle {
+    bytebot_gateway::bottle::Bottle::new(bottle_init(), dir.to_path_buf())
+}
+
+/// Prints why a test is skipped; returns true when runs cannot execute in the bottle here
+/// (no bubblewrap, or no user namespaces).
+pub async fn skip_without_bottle() -> bool {
+    let b = bottle(&std::env::temp_dir().join("bytebot-gateway-test-unused"));
+    match b.ready().await {
+        Ok(_) => false,
+        Err(e) => {
+            eprintln!("skipping: the bottle is not available ({e})");
+            true
+        }
+    }
+}
+
 /// Prints why a test is skipped; returns true when `program` is missing.
 pub fn skip_without(program: &str, package: &str) -> bool {
     if have(program) {
@@ -327,6 +351,7 @@ impl Builder {
             local_profile: "admin".into(),
             browser_app: "browser".into(),
             keys: key_configs,
+            bottle_init: bottle_init(),
             ..GatewayConfig::default()
         };
         for f in self.gateway {
