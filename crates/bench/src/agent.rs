@@ -27,6 +27,7 @@ const PEER_FIXED_SLEEPS_MS: f64 = 850.0;
 
 /// Options of the agent part.
 #[derive(Debug, Clone, clap::Args)]
+#[group(id = "AgentOptions")]
 pub struct Options {
     /// Steps per measured task.
     #[arg(long, default_value_t = 40)]

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 /// Settings of the gateway part (`--parts gateway`).
 #[derive(Debug, Clone, clap::Args)]
+#[group(id = "GatewayOptions")]
 pub struct Options {
     /// Gateway: concurrent keep-alive connections of the load client and of wrk.
     #[arg(long = "gw-connections", default_value_t = 64)]

@@ -1,6 +1,6 @@
 //! `bytebot-bench`: measures the desktop daemon and its peers side by side
-//! on one Xvfb screen in one run, and the gateway under load (`gateway.rs`),
-//! and writes docs/BENCHMARKS.md.
+//! on one Xvfb screen in one run, the gateway under load (`gateway.rs`), the
+//! agent (`agent.rs`) and the bottle (`bottle.rs`), and writes docs/BENCHMARKS.md.
 //!
 //! Ours is the real `bytebot desktop` process driven over HTTP on loopback
 //! (end to end, as a client sees it); the peers are the programs people use
@@ -8,6 +8,7 @@
 //! screen with the same content.
 
 mod agent;
+mod bottle;
 mod gateway;
 mod screen;
 mod stats;
@@ -20,7 +21,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Benchmarks bytebot's desktop daemon against scrot, mss, xdotool and tesseract, and its gateway under load.
+/// Benchmarks bytebot's desktop daemon against scrot, mss, xdotool and tesseract, its gateway under load, and its bottle against bare bwrap and mitmproxy.
 #[derive(Debug, Parser)]
 #[command(
     after_help = "Example: cargo build --release && target/release/bytebot-bench --bytebot target/release/bytebot"
@@ -50,6 +51,8 @@ struct Args {
     gateway: gateway::Options,
     #[command(flatten)]
     agent: agent::Options,
+    #[command(flatten)]
+    bottle: bottle::Options,
 }
 
 /// A part of the benchmark.
@@ -61,6 +64,8 @@ enum Part {
     Gateway,
     /// The agent: overhead per step with an instant fake model, queue throughput, memory.
     Agent,
+    /// The bottle: start time against bare bwrap; the egress proxy against direct and mitmproxy.
+    Bottle,
 }
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
@@ -87,6 +92,11 @@ fn main() -> Result<()> {
     } else {
         None
     };
+    let bottle_report = if args.parts.contains(&Part::Bottle) {
+        Some(bottle::run(&args.bottle, &args.bytebot)?)
+    } else {
+        None
+    };
     let mut report = gateway::merge_report(
         &previous,
         desktop_report.as_deref(),
@@ -94,6 +104,9 @@ fn main() -> Result<()> {
     );
     if let Some(block) = agent_report {
         report = agent::merge(&report, &block);
+    }
+    if let Some(block) = bottle_report {
+        report = bottle::merge(&report, &block);
     }
     println!("{report}");
     if args.out != "-" {
@@ -491,5 +504,17 @@ ts.sort(); print(statistics.median(ts), ts[int(len(ts) * 0.95) - 1])
             n,
         }),
         _ => bail!("unexpected output {text}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_of_all_parts_fit_together() {
+        // Catches two parts' options sharing an id, which clap reports only when parsing (and
+        // only in debug builds); each part names its group for that reason.
+        <Args as clap::CommandFactory>::command().debug_assert();
     }
 }
