@@ -330,11 +330,7 @@ impl Executor<'_> {
         let agent = self.agent()?;
         // The approval is for one question: if the task moved on (cancelled, resumed by a
         // person, asking about another call), running it now would approve something else.
-        let pending = agent
-            .safety_state(task_id)
-            .await
-            .map_err(|e| format!("cannot read agent task {task_id}: {e}"))?
-            .pending;
+        let pending = self.pending_question(task_id).await?;
         let still_waiting = pending
             .as_ref()
             .is_some_and(|q| q["call_id"].as_str() == Some(call_id));
@@ -356,6 +352,16 @@ impl Executor<'_> {
             .await
             .map_err(|e| format!("cannot resume agent task {task_id}: {e}"))?;
         self.follow_agent(index, task_id, events).await
+    }
+
+    /// The safety question agent task `task_id` waits on, if any.
+    async fn pending_question(&self, task_id: &str) -> Result<Option<Value>, String> {
+        Ok(self
+            .agent()?
+            .safety_state(task_id)
+            .await
+            .map_err(|e| format!("cannot read agent task {task_id}: {e}"))?
+            .pending)
     }
 
     fn agent(&self) -> Result<&bytebot_agent::service::Agent, String> {
@@ -436,12 +442,7 @@ impl Executor<'_> {
         task_id: &str,
         message: &str,
     ) -> Result<StepResult, String> {
-        let agent = self.agent()?;
-        let pending = agent
-            .safety_state(task_id)
-            .await
-            .map_err(|e| format!("cannot read agent task {task_id}: {e}"))?
-            .pending;
+        let pending = self.pending_question(task_id).await?;
         let Some(call_id) = pending.as_ref().and_then(|q| q["call_id"].as_str()) else {
             return Err(format!(
                 "the agent needs a person (task {task_id}): {message}; resume it at the agent's /tasks/{task_id}/resume"

@@ -460,67 +460,113 @@ async fn apply(
     } else {
         Check::Returning
     };
-    let nonce_head = "INSERT INTO nonces (key_id, nonce, ts) VALUES ";
-    let nonce_tail = " ON CONFLICT DO NOTHING";
-    if nonce_check == Check::Count {
-        counted(
-            conn, backend, &nonces, nonce_head, 3, nonce_tail, bind_nonce,
-        )
+    let nonce = Table {
+        head: "INSERT INTO nonces (key_id, nonce, ts) VALUES ",
+        columns: 3,
+        tail: " ON CONFLICT DO NOTHING",
+        returning: " RETURNING key_id, nonce",
+    };
+    let rows = nonce
+        .insert(conn, backend, nonce_check, &nonces, bind_nonce)
         .await?;
-        for &i in nonce_first.values() {
-            results[i] = Ok(true);
-        }
-    } else {
-        let tail = format!("{nonce_tail} RETURNING key_id, nonce");
-        for row in
-            insert_returning(conn, backend, &nonces, nonce_head, 3, &tail, bind_nonce).await?
-        {
-            let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
-            if let Some(&i) = nonce_first.get(&(key.0.as_str(), key.1.as_str())) {
-                results[i] = Ok(true);
-            }
-        }
-    }
+    mark(&mut results, nonce_first.values().copied(), rows, |row| {
+        let (key, nonce): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        Ok(nonce_first.get(&(key.as_str(), nonce.as_str())).copied())
+    })?;
 
-    let task_head = concat!("INSERT INTO gateway_tasks (", task_columns!(), ") VALUES ");
-    let task_tail = " ON CONFLICT (id) DO NOTHING";
-    if check == Check::Count {
-        counted(conn, backend, &tasks, task_head, 16, task_tail, bind_task).await?;
-        for &i in task_first.values() {
-            results[i] = Ok(true);
-        }
-    } else {
-        let tail = format!("{task_tail} RETURNING id");
-        for row in insert_returning(conn, backend, &tasks, task_head, 16, &tail, bind_task).await? {
-            let id: String = row.try_get(0)?;
-            if let Some(&i) = task_first.get(id.as_str()) {
-                results[i] = Ok(true);
-            }
-        }
-    }
+    let task = Table {
+        head: concat!("INSERT INTO gateway_tasks (", task_columns!(), ") VALUES "),
+        columns: 16,
+        tail: " ON CONFLICT (id) DO NOTHING",
+        returning: " RETURNING id",
+    };
+    let rows = task.insert(conn, backend, check, &tasks, bind_task).await?;
+    mark(&mut results, task_first.values().copied(), rows, |row| {
+        let id: String = row.try_get(0)?;
+        Ok(task_first.get(id.as_str()).copied())
+    })?;
 
-    let event_head = concat!("INSERT INTO events (", event_columns!(), ") VALUES ");
-    let event_tail = " ON CONFLICT (id) DO NOTHING";
-    if check == Check::Count {
-        counted(
-            conn, backend, &events, event_head, 6, event_tail, bind_event,
-        )
+    let event = Table {
+        head: concat!("INSERT INTO events (", event_columns!(), ") VALUES "),
+        columns: 6,
+        tail: " ON CONFLICT (id) DO NOTHING",
+        returning: " RETURNING id",
+    };
+    let rows = event
+        .insert(conn, backend, check, &events, bind_event)
         .await?;
-        for &i in event_first.values() {
-            results[i] = Ok(true);
-        }
-    } else {
-        let tail = format!("{event_tail} RETURNING id");
-        for row in
-            insert_returning(conn, backend, &events, event_head, 6, &tail, bind_event).await?
-        {
-            let id: i64 = row.try_get(0)?;
-            if let Some(&i) = event_first.get(&id) {
-                results[i] = Ok(true);
-            }
-        }
-    }
+    mark(&mut results, event_first.values().copied(), rows, |row| {
+        let id: i64 = row.try_get(0)?;
+        Ok(event_first.get(&id).copied())
+    })?;
     Ok(results)
+}
+
+/// One table's grouped insert.
+struct Table {
+    head: &'static str,
+    columns: usize,
+    /// The conflict clause.
+    tail: &'static str,
+    /// What `RETURNING` names: the key that maps a row back to its op.
+    returning: &'static str,
+}
+
+impl Table {
+    /// Inserts `rows`; with [`Check::Count`] all must go in (`None` back), with
+    /// [`Check::Returning`] the keys that went in come back.
+    async fn insert<T>(
+        &self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        check: Check,
+        rows: &[&T],
+        bind: for<'q> fn(AnyQuery<'q>, &T) -> AnyQuery<'q>,
+    ) -> Result<Option<Vec<AnyRow>>, ApplyError> {
+        match check {
+            Check::Count => {
+                counted(
+                    conn,
+                    backend,
+                    rows,
+                    self.head,
+                    self.columns,
+                    self.tail,
+                    bind,
+                )
+                .await?;
+                Ok(None)
+            }
+            Check::Returning => {
+                let tail = format!("{}{}", self.tail, self.returning);
+                let returned =
+                    insert_returning(conn, backend, rows, self.head, self.columns, &tail, bind)
+                        .await?;
+                Ok(Some(returned))
+            }
+        }
+    }
+}
+
+/// Marks the ops whose rows went in: every op of `all` when the insert only counted (`None`),
+/// else those `index` finds for a returned key.
+fn mark(
+    results: &mut [Result<bool, StoreError>],
+    all: impl Iterator<Item = usize>,
+    returned: Option<Vec<AnyRow>>,
+    index: impl Fn(&AnyRow) -> Result<Option<usize>, sqlx::Error>,
+) -> Result<(), ApplyError> {
+    match returned {
+        None => all.for_each(|i| results[i] = Ok(true)),
+        Some(rows) => {
+            for row in rows {
+                if let Some(i) = index(&row)? {
+                    results[i] = Ok(true);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Multi-row insert of `rows` that only counts: every row must go in, else
