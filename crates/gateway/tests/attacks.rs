@@ -242,7 +242,11 @@ async fn nonce_is_refused_after_restart() {
     gw.send("POST", "/plan", retimed, body.clone())
         .await
         .error(401, "replayed_nonce");
-    assert_eq!(tasks_of(&gw, "bot").await, 1, "the re-timed replay planned a task");
+    assert_eq!(
+        tasks_of(&gw, "bot").await,
+        1,
+        "the re-timed replay planned a task"
+    );
 
     // The restarted gateway works: a fresh nonce is accepted.
     let fresh = signed("bot", &secret, "POST", "/plan", &body);
