@@ -1188,6 +1188,42 @@ fn responses(id: &str, output: Value) -> Reply {
     }))
 }
 
+/// A Responses `computer_call` clicking at (`x`, `y`) that the provider flags with one
+/// safety check; ids `resp_N`, `cu_N`, `call_N`, `sc_N`.
+fn flagged_click(n: u32, x: i32, y: i32, code: &str, message: &str) -> Reply {
+    responses(
+        &format!("resp_{n}"),
+        json!([{
+            "type": "computer_call", "id": format!("cu_{n}"), "call_id": format!("call_{n}"),
+            "action": {"type": "click", "button": "left", "x": x, "y": y},
+            "pending_safety_checks": [{"id": format!("sc_{n}"), "code": code, "message": message}],
+            "status": "completed"
+        }]),
+    )
+}
+
+/// A Responses `function_call` of `set_task_status` with `status` and `message`.
+fn status_call(response: &str, item: &str, call: &str, status: &str, message: &str) -> Reply {
+    let arguments = json!({"status": status, "message": message}).to_string();
+    responses(
+        response,
+        json!([{
+            "type": "function_call", "id": item, "call_id": call, "name": "set_task_status",
+            "arguments": arguments, "status": "completed"
+        }]),
+    )
+}
+
+/// The `computer_call_output` item a Responses request sends back.
+fn computer_output(body: &Value) -> &Value {
+    body["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "computer_call_output")
+        .expect("the click's result goes back")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_providers_safety_check_waits_for_a_persons_approval() {
     use std::os::unix::fs::PermissionsExt as _;
@@ -1212,15 +1248,12 @@ max_long_edge = 1280"#,
         return;
     };
     let (ix, iy) = s.image_point(300, 250).await;
-    s.fake.push(responses(
-        "resp_1",
-        json!([{
-            "type": "computer_call", "id": "cu_1", "call_id": "call_1",
-            "action": {"type": "click", "button": "left", "x": ix, "y": iy},
-            "pending_safety_checks": [{"id": "sc_1", "code": "malicious_instructions",
-                "message": "The page may contain instructions you did not give."}],
-            "status": "completed"
-        }]),
+    s.fake.push(flagged_click(
+        1,
+        ix,
+        iy,
+        "malicious_instructions",
+        "The page may contain instructions you did not give.",
     ));
     let (st, t) = s
         .post("/tasks", json!({"description": "click it", "model": "cua"}))
@@ -1242,13 +1275,12 @@ max_long_edge = 1280"#,
     );
 
     // A person approves: the click runs and the provider hears the acknowledgement.
-    s.fake.push(responses(
+    s.fake.push(status_call(
         "resp_2",
-        json!([{
-            "type": "function_call", "id": "fc_1", "call_id": "call_2", "name": "set_task_status",
-            "arguments": "{\"status\":\"completed\",\"message\":\"clicked after approval\"}",
-            "status": "completed"
-        }]),
+        "fc_1",
+        "call_2",
+        "completed",
+        "clicked after approval",
     ));
     let (st, t) = s
         .post(
@@ -1260,12 +1292,7 @@ max_long_edge = 1280"#,
     let done = s.wait_done(&id, 30).await;
     assert_eq!(done["status"], "COMPLETED", "{done}");
     let second = &s.fake.seen()[1].body;
-    let output = second["input"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["type"] == "computer_call_output")
-        .expect("the click's result goes back");
+    let output = computer_output(second);
     assert_eq!(output["call_id"], "call_1");
     assert_eq!(
         output["acknowledged_safety_checks"][0]["id"], "sc_1",
@@ -1273,15 +1300,12 @@ max_long_edge = 1280"#,
     );
 
     // Refused: resuming without the acknowledgement tells the model, and nothing runs.
-    s.fake.push(responses(
-        "resp_3",
-        json!([{
-            "type": "computer_call", "id": "cu_3", "call_id": "call_3",
-            "action": {"type": "click", "button": "left", "x": ix, "y": iy},
-            "pending_safety_checks": [{"id": "sc_3", "code": "sensitive_domain",
-                "message": "This looks like a banking site."}],
-            "status": "completed"
-        }]),
+    s.fake.push(flagged_click(
+        3,
+        ix,
+        iy,
+        "sensitive_domain",
+        "This looks like a banking site.",
     ));
     let (_, t) = s
         .post(
@@ -1291,13 +1315,12 @@ max_long_edge = 1280"#,
         .await;
     let id = t["id"].as_str().unwrap().to_string();
     assert_eq!(s.wait_done(&id, 30).await["status"], "NEEDS_HELP");
-    s.fake.push(responses(
+    s.fake.push(status_call(
         "resp_4",
-        json!([{
-            "type": "function_call", "id": "fc_4", "call_id": "call_4", "name": "set_task_status",
-            "arguments": "{\"status\":\"needs_help\",\"message\":\"not allowed\"}",
-            "status": "completed"
-        }]),
+        "fc_4",
+        "call_4",
+        "needs_help",
+        "not allowed",
     ));
     let (st, _) = s.post(&format!("/tasks/{id}/resume"), json!({})).await;
     assert_eq!(st, 200);
@@ -1383,15 +1406,12 @@ max_long_edge = 1280
     .unwrap();
     let (_up, gateway) = start(&["up", "--own-display"], &config, "gateway       ");
     let flagged = |n: u32| {
-        responses(
-            &format!("resp_{n}"),
-            json!([{
-                "type": "computer_call", "id": format!("cu_{n}"), "call_id": format!("call_{n}"),
-                "action": {"type": "click", "button": "left", "x": 5, "y": 5},
-                "pending_safety_checks": [{"id": format!("sc_{n}"), "code": "malicious_instructions",
-                    "message": "The page may contain instructions you did not give."}],
-                "status": "completed"
-            }]),
+        flagged_click(
+            n,
+            5,
+            5,
+            "malicious_instructions",
+            "The page may contain instructions you did not give.",
         )
     };
     let http = reqwest::Client::new();
@@ -1484,13 +1504,12 @@ max_long_edge = 1280
     assert_eq!(refused["error"]["field"], "args.call_id", "{refused}");
 
     // Approved: the click runs, the provider hears the acknowledgement, the agent finishes.
-    fake.push(responses(
+    fake.push(status_call(
         "resp_2",
-        json!([{
-            "type": "function_call", "id": "fc_2", "call_id": "call_2", "name": "set_task_status",
-            "arguments": "{\"status\":\"completed\",\"message\":\"tidied after approval\"}",
-            "status": "completed"
-        }]),
+        "fc_2",
+        "call_2",
+        "completed",
+        "tidied after approval",
     ));
     let (st, done) = call(
         Method::POST,
@@ -1502,13 +1521,8 @@ max_long_edge = 1280
     assert_eq!(st, 200, "{done}");
     assert_eq!(done["status"], "succeeded", "{done}");
     assert!(done.to_string().contains("tidied after approval"), "{done}");
-    let second = &fake.seen()[1].body;
-    let output = second["input"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["type"] == "computer_call_output")
-        .expect("the click's result goes back");
+    let seen = fake.seen();
+    let output = computer_output(&seen[1].body);
     assert_eq!(output["call_id"], "call_1");
     assert_eq!(
         output["acknowledged_safety_checks"][0]["id"], "sc_1",
