@@ -10,6 +10,7 @@
 mod agent;
 mod bottle;
 mod gateway;
+mod procfs;
 mod screen;
 mod stats;
 

@@ -4,6 +4,7 @@
 //! /proc/self/task/*/stat; mitmproxy is its own process. The rest of the machine
 //! (/proc/stat) shows how much other work skewed the figures.
 
+use crate::procfs::{clock_ticks_per_s, machine_busy_ticks};
 use std::time::Instant;
 
 /// Thread-name prefix of our proxy's runtime.
@@ -105,29 +106,6 @@ fn parse_stat(stat: &str) -> Option<(&str, u64)> {
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some((name, utime + stime))
-}
-
-/// Busy ticks of the whole machine (everything but idle and iowait).
-fn machine_busy_ticks() -> u64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
-        return 0;
-    };
-    let Some(cpu) = stat.lines().next().and_then(|l| l.strip_prefix("cpu ")) else {
-        return 0;
-    };
-    cpu.split_whitespace()
-        .filter_map(|x| x.parse::<u64>().ok())
-        .take(8)
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, t)| t)
-        .sum()
-}
-
-fn clock_ticks_per_s() -> f64 {
-    // SAFETY: sysconf only reads a system constant.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
 }
 
 #[cfg(test)]

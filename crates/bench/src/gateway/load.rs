@@ -3,6 +3,7 @@
 
 use super::Options;
 use super::instance::{Creds, sign};
+use crate::procfs::{clock_ticks_per_s, machine_busy_ticks};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use std::process::Stdio;
@@ -193,33 +194,6 @@ async fn monitor(servers: Vec<u32>, client: u32, from: Instant, until: Instant) 
         others_cpu: 100.0 * others as f64 / secs,
         peak_rss_kb: peak,
     }
-}
-
-/// Busy clock ticks of the whole machine (every state but idle and iowait).
-fn machine_busy_ticks() -> u64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
-        return 0;
-    };
-    let Some(cpu) = stat.lines().next().and_then(|l| l.strip_prefix("cpu ")) else {
-        return 0;
-    };
-    let v: Vec<u64> = cpu
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest time is inside user).
-    v.iter()
-        .take(8)
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, t)| t)
-        .sum()
-}
-
-fn clock_ticks_per_s() -> f64 {
-    // SAFETY: sysconf only reads a system constant.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
 }
 
 /// utime + stime of a process (all its threads), in clock ticks.
